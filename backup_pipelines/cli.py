@@ -1,0 +1,300 @@
+"""backup-pipelines: the standalone CLI. Thin: parse arguments, call core, print.
+
+Works with the orchestrator down. Exit codes are `core.errors.ExitCode`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .core.config import CONFIG_ENV, Config, load_config
+from .core.errors import BackupPipelinesError, ExitCode
+
+log = logging.getLogger("backup_pipelines")
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2, sort_keys=True, default=str)
+    sys.stdout.write("\n")
+
+
+@contextmanager
+def _progress(
+    enabled: bool, description: str, total: int | None = None
+) -> Iterator[Callable[..., None] | None]:
+    """A transfer progress bar on a terminal; nothing otherwise."""
+    if not (enabled and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(done: int, total_now: int | None = None) -> None:
+            bar.update(task, completed=done, total=total_now if total_now is not None else total)
+
+        yield update
+
+
+def _session(args: argparse.Namespace) -> Any:
+    from .core.session import Session
+
+    return Session.open(_config(args))
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config)
+
+
+# -- commands ------------------------------------------------------------------------
+def cmd_backup(args: argparse.Namespace) -> int:
+    from .core.backup import run_physical_backup
+
+    with _session(args) as s, _progress(not args.json, f"{args.kind} backup of {args.host}") as bar:
+        m = run_physical_backup(s, args.host, args.kind, progress=bar)
+    if args.json:
+        _print_json(m.summary())
+    else:
+        print(
+            f"{m.kind} backup {m.id} of {m.host} committed: {_human_bytes(m.size_bytes)} stored "
+            f"({_human_bytes(m.source_size_bytes)} streamed), LSN {m.from_lsn} -> {m.to_lsn}, "
+            f"{m.duration_seconds:.1f}s" + (f", parent {m.parent_id}" if m.parent_id else "")
+        )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _session(args) as s:
+        backups = s.catalog.list_backups(args.host, kinds=args.kind or None)
+    if args.json:
+        _print_json([m.summary() for m in backups])
+        return 0
+    if not backups:
+        print(f"no completed backups of {args.host}")
+        return 0
+    print(
+        f"{'ID':<28} {'KIND':<12} {'PARENT':<28} {'FROM LSN':>12} {'TO LSN':>12} {'STORED':>11}"
+        "  FINISHED (UTC)"
+    )
+    for m in backups:
+        print(
+            f"{m.id:<28} {m.kind:<12} {(m.parent_id or '-'):<28} {m.from_lsn or 0:>12} {m.to_lsn or 0:>12} "
+            f"{_human_bytes(m.size_bytes):>11}  {m.finished_at:%Y-%m-%d %H:%M:%S}"
+        )
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from .core.restore import restore_chain
+
+    with _session(args) as s, _progress(not args.json, f"restore of {args.host}") as bar:
+        res = restore_chain(
+            s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar
+        )
+    if args.json:
+        _print_json(res.__dict__)
+    else:
+        print(
+            f"restored {res.backup_id} of {res.host} (chain of {len(res.chain)}) into {res.target} in "
+            f"{res.seconds:.1f}s (fetch {res.fetch_seconds:.1f}s, prepare {res.prepare_seconds:.1f}s, "
+            f"move {res.copy_back_seconds:.1f}s). Start it with: mariadbd --datadir={res.target}"
+            + (" (chown -R mysql:mysql it first)" if os.geteuid() == 0 else "")
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .core.verify import verify_backup
+
+    with _session(args) as s, _progress(not args.json, f"verify {args.host}") as bar:
+        report = verify_backup(
+            s, args.host, backup_id=args.backup_id, at=args.at, progress=bar, raise_on_failure=False
+        )
+    if args.json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        state = "PASSED" if report.passed else "FAILED"
+        rows = sum(t.get("rows", 0) for t in report.tables.values())
+        print(
+            f"verification {state}: backup {report.backup_id} of {report.host} restored in "
+            f"{report.restore_seconds:.1f}s; {len(report.tables)} tables, {rows} rows checked in "
+            f"{report.check_seconds:.1f}s"
+        )
+        for p in report.problems:
+            print(f"  problem: {p}")
+    return 0 if report.passed else int(ExitCode.VERIFY_FAILED)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .core.integrity import check_catalog
+
+    with _session(args) as s:
+        report = check_catalog(s.catalog, args.host)
+    if args.json:
+        _print_json(report)
+    else:
+        print(
+            f"{args.host}: {report['backups']} backups in {report['chains']} chains; "
+            f"{len(report['problems'])} problem(s)"
+        )
+        for p in report["problems"]:
+            print(f"  problem: {p}")
+    return 0 if not report["problems"] else int(ExitCode.INTEGRITY)
+
+
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    with _session(args) as s:
+        grace = args.grace_hours if args.grace_hours is not None else s.config.orphan_grace_hours
+        removed = s.catalog.cleanup_orphans(args.host, timedelta(hours=grace))
+    if args.json:
+        _print_json({"removed": removed})
+    else:
+        print(f"removed {len(removed)} orphaned object(s)")
+        for k in removed:
+            print(f"  {k}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .core.crypto import generate_key_text
+
+    print(generate_key_text())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(Path(args.work_dir), rows=args.rows, keep=args.keep)
+
+
+# -- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="backup-pipelines",
+        description="Hot MySQL/MariaDB backups into a file or S3 repository; restores and verification.",
+    )
+    p.add_argument("-c", "--config", help=f"config YAML (default: ${CONFIG_ENV})")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("backup", help="take a backup")
+    bsub = b.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, text in (
+        ("full", "a full physical (base) backup"),
+        ("incremental", "an incremental on top of the newest completed backup"),
+    ):
+        k = bsub.add_parser(kind, help=text)
+        k.add_argument("--host", required=True)
+        k.add_argument("--json", action="store_true", help="print the new catalog entry as JSON")
+        k.set_defaults(func=cmd_backup)
+
+    ls = sub.add_parser("list", help="completed backups, oldest first")
+    ls.add_argument("--host", required=True)
+    ls.add_argument("--kind", action="append", choices=["full", "incremental", "dump"])
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    r = sub.add_parser("restore", help="restore a point into an empty datadir")
+    r.add_argument("--host", required=True)
+    r.add_argument("--target-datadir", required=True)
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--backup-id")
+    g.add_argument("--at", help="ISO 8601 time: the newest backup finished at or before it")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_restore)
+
+    v = sub.add_parser("verify", help="restore into a sandbox, start a server, check every table")
+    v.add_argument("--host", required=True)
+    g = v.add_mutually_exclusive_group()
+    g.add_argument("--backup-id")
+    g.add_argument("--at")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify)
+
+    c = sub.add_parser("check", help="catalog integrity: checksums, objects present, LSN continuity")
+    c.add_argument("--host", required=True)
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_check)
+
+    cl = sub.add_parser("cleanup", help="remove objects left by interrupted runs")
+    cl.add_argument("--host", required=True)
+    cl.add_argument("--grace-hours", type=float, help="only older than this (default: config)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_cleanup)
+
+    kg = sub.add_parser("keygen", help="print a new repository encryption key")
+    kg.set_defaults(func=cmd_keygen)
+
+    d = sub.add_parser("demo", help="full + 2 incrementals + restore + verify on a throwaway local MariaDB")
+    d.add_argument("--work-dir", default=os.environ.get("BACKUP_PIPELINES_DEMO_DIR", ".demo"))
+    d.add_argument("--rows", type=int, default=20000)
+    d.add_argument("--keep", action="store_true", help="keep the demo's server data and repository")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return int(args.func(args))
+    except BackupPipelinesError as err:
+        print(f"backup-pipelines: error: {err.render()}", file=sys.stderr)
+        return int(err.exit_code)
+    except KeyboardInterrupt:
+        print("backup-pipelines: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+    except Exception as err:
+        if args.verbose:
+            traceback.print_exc()
+        print(
+            f"backup-pipelines: internal error: {type(err).__name__}: {err} "
+            "(re-run with -v for a traceback, and report it)",
+            file=sys.stderr,
+        )
+        return int(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The backup engine. Never imports Dagster: restores must work without the orchestrator."""

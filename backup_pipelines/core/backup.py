@@ -1,0 +1,196 @@
+"""Backup push: the physical backup pipeline, run on the database host.
+
+    backup tool --stream=xbstream  ->  zstd  ->  AES-256-GCM  ->  sha256  ->  repository writer
+
+The data object is committed only after the tool exited 0 *and* printed its success
+line; the manifest is written after that and is the commit point. Anything that goes
+wrong before it aborts the upload, so a failed run is never listed and the next
+incremental chains to the last good backup.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from .catalog import BackupManifest, BinlogInfo, EncryptionInfo, StoredObject, new_backup_id
+from .codec import CallableSink, encode_chain
+from .credentials import defaults_extra_file
+from .engines import SUCCESS_MARKER, engine_for, parse_checkpoints, parse_tool_info
+from .errors import BackupPipelinesError, ChainError, IntegrityError, NotFoundError, StorageError
+from .locks import host_lock
+from .process import Tool, enlarge_pipe
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 1024 * 1024
+Progress = Callable[[int], None]
+
+
+def _pump(tool: Tool, write: Callable[[memoryview], object], progress: Progress | None) -> int:
+    """Copy the tool's stdout into the chain; return the byte count."""
+    assert tool.proc.stdout is not None
+    out = tool.proc.stdout
+    enlarge_pipe(out)
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    total = 0
+    readinto = out.readinto  # type: ignore[attr-defined]
+    while True:
+        n = readinto(buf)
+        if not n:
+            break
+        write(view[:n])
+        total += n
+        if progress:
+            progress(total)
+    return total
+
+
+def run_physical_backup(
+    session: Session,
+    host: str,
+    kind: Literal["full", "incremental"],
+    *,
+    progress: Progress | None = None,
+    labels: dict[str, str] | None = None,
+) -> BackupManifest:
+    cfg = session.config
+    hcfg = cfg.host(host)
+    engine = engine_for(hcfg)
+    catalog = session.catalog
+    codec = session.codec
+    cfg.work_dir.mkdir(parents=True, exist_ok=True)
+
+    with host_lock(cfg.work_dir, host, f"backup {kind}"):
+        removed = catalog.cleanup_orphans(host, timedelta(hours=cfg.orphan_grace_hours))
+        if removed:
+            log.info("removed %d orphaned object(s) of interrupted runs of %s", len(removed), host)
+
+        parent: BackupManifest | None = None
+        if kind == "incremental":
+            parent = catalog.latest(host)
+            if parent is None:
+                raise NotFoundError(
+                    f"host {host} has no completed backup to take an incremental from",
+                    host=host,
+                    hint=f"take a full backup first: backup-pipelines backup full --host {host}",
+                )
+            catalog.chain(host, parent.id)  # refuse to extend a broken chain
+            if parent.to_lsn is None:
+                raise ChainError(f"parent {parent.id} records no to_lsn", host=host, backup_id=parent.id)
+
+        started = datetime.now(UTC)
+        backup_id = new_backup_id(kind, started)
+        data_key = catalog.object_key(host, backup_id, f"data.{engine.stream_format}{codec.suffix}")
+        t0 = time.monotonic()
+
+        with (
+            tempfile.TemporaryDirectory(prefix=f"bp-{host}-", dir=cfg.work_dir) as scratch,
+            defaults_extra_file(hcfg.user, hcfg.password_file, host=host, work_dir=cfg.work_dir) as creds,
+        ):
+            lsn_dir = Path(scratch) / "lsn"
+            lsn_dir.mkdir()
+            cmd = engine.backup_command(
+                defaults_file=creds,
+                lsn_dir=lsn_dir,
+                incremental_lsn=parent.to_lsn if parent else None,
+            )
+            engine.resolve(cmd[0])
+            writer = session.repo.open_writer(data_key)
+            committed = False
+            try:
+                head, digest = encode_chain(codec, session.keyring, CallableSink(writer.write))
+                with Tool(
+                    cmd,
+                    what=f"{kind} backup of {host}",
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    host=host,
+                    backup_id=backup_id,
+                ) as tool:
+                    try:
+                        source_size = _pump(tool, head.write, progress)
+                    except BackupPipelinesError as err:
+                        tool.kill()
+                        err.host, err.backup_id = err.host or host, err.backup_id or backup_id
+                        raise
+                    tool.check(marker=SUCCESS_MARKER)
+                head.finish()
+                info = writer.commit()
+                committed = True
+            finally:
+                if not committed:
+                    writer.abort()
+            if info.size != digest.size:
+                session.repo.delete([data_key])
+                raise StorageError(
+                    f"stored object is {info.size} bytes but {digest.size} were written",
+                    host=host,
+                    backup_id=backup_id,
+                    key=session.repo.describe(data_key),
+                )
+            try:
+                checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())
+                tool_info = parse_tool_info(
+                    (lsn_dir / "xtrabackup_info").read_text()
+                    if (lsn_dir / "xtrabackup_info").exists()
+                    else ""
+                )
+            except (OSError, ValueError) as err:
+                session.repo.delete([data_key])
+                raise IntegrityError(
+                    f"{engine.name} finished but left no usable xtrabackup_checkpoints: {err}",
+                    host=host,
+                    backup_id=backup_id,
+                ) from None
+
+        if parent is not None and checkpoints.from_lsn != parent.to_lsn:
+            session.repo.delete([data_key])
+            raise ChainError(
+                f"incremental starts at LSN {checkpoints.from_lsn}, "
+                f"parent {parent.id} ends at {parent.to_lsn}",
+                host=host,
+                backup_id=backup_id,
+            )
+        finished = datetime.now(UTC)
+        manifest = BackupManifest(
+            id=backup_id,
+            host=host,
+            kind=kind,
+            parent_id=parent.id if parent else None,
+            chain_id=(parent.chain_id or parent.id) if parent else backup_id,
+            engine=engine.name,
+            tool_version=tool_info.tool_version,
+            server_version=tool_info.server_version,
+            from_lsn=checkpoints.from_lsn,
+            to_lsn=checkpoints.to_lsn,
+            last_lsn=checkpoints.last_lsn,
+            started_at=started,
+            finished_at=finished,
+            duration_seconds=round(time.monotonic() - t0, 3),
+            size_bytes=info.size,
+            source_size_bytes=source_size,
+            compression=codec.compression,
+            compression_level=codec.level if codec.compression != "none" else None,
+            encryption=EncryptionInfo(scheme=codec.encryption, key_id=session.keyring.current.key_id)
+            if codec.encryption and session.keyring.current
+            else None,
+            objects=[
+                StoredObject(
+                    name="data", key=data_key, size=info.size, sha256=digest.sha256, source_size=source_size
+                )
+            ],
+            binlog=BinlogInfo(**tool_info.binlog.__dict__) if tool_info.binlog else None,
+            labels=labels or {},
+        )
+        catalog.write_manifest(manifest)  # the commit point
+        log.info("%s backup %s of %s committed: %d bytes stored", kind, backup_id, host, info.size)
+        return manifest

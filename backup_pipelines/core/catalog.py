@@ -1,0 +1,400 @@
+"""The backup catalog: one manifest object per backup, written last as the commit point.
+
+Layout under the repository root:
+
+    hosts/<host>/backups/<id>/data.<format>[.zst][.enc]   the backup stream(s)
+    hosts/<host>/backups/<id>/manifest.json               commit point (encrypted when a key is set)
+    hosts/<host>/verifications/<id>/<timestamp>.json      restore-verification reports
+    hosts/<host>/leases/<uuid>.json                        restores in progress (prune keeps their chain)
+
+A backup directory without a manifest is an interrupted run: never listed, and
+removed by `cleanup_orphans` once older than the grace period.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .codec import Codec
+from .crypto import SCHEME, Keyring, decrypt_bytes, encrypt_bytes, peek_key_id
+from .errors import ChainError, IntegrityError, NotFoundError, WrongKeyError
+from .repository import Repository
+
+Kind = Literal["full", "incremental", "dump"]
+PHYSICAL: tuple[Kind, ...] = ("full", "incremental")
+MANIFEST = "manifest.json"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class StoredObject(_Model):
+    name: str
+    key: str
+    size: int
+    sha256: str
+    source_size: int | None = None  # bytes before compression/encryption
+
+
+class BinlogInfo(_Model):
+    file: str
+    position: int
+    gtid: str | None = None
+
+
+class EncryptionInfo(_Model):
+    scheme: str
+    key_id: str
+
+
+class BackupManifest(_Model):
+    format: int = 1
+    id: str
+    host: str
+    kind: Kind
+    status: Literal["completed", "deleting"] = "completed"
+    parent_id: str | None = None
+    chain_id: str | None = None  # id of the full backup at the root of this chain
+    engine: str
+    tool_version: str | None = None
+    server_version: str | None = None
+    from_lsn: int | None = None
+    to_lsn: int | None = None
+    last_lsn: int | None = None
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    size_bytes: int
+    source_size_bytes: int
+    compression: str
+    compression_level: int | None = None
+    encryption: EncryptionInfo | None = None
+    objects: list[StoredObject]
+    binlog: BinlogInfo | None = None
+    databases: list[str] | None = None
+    labels: dict[str, str] = {}
+
+    @property
+    def codec(self) -> Codec:
+        return Codec(self.compression, self.encryption.scheme if self.encryption else None)
+
+    def summary(self) -> dict[str, Any]:
+        """The catalog entry as `list --json` prints it."""
+        return self.model_dump(mode="json")
+
+
+class VerificationReport(_Model):
+    format: int = 1
+    host: str
+    backup_id: str
+    chain: list[str]
+    started_at: datetime
+    finished_at: datetime
+    passed: bool
+    restore_seconds: float
+    check_seconds: float
+    server_version: str | None = None
+    tables: dict[str, dict[str, Any]]
+    problems: list[str]
+    target: str | None = None  # "sandbox" or a staging target name
+
+
+def new_backup_id(kind: Kind, now: datetime | None = None) -> str:
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{kind}"
+
+
+def _parse_ts(value: str | datetime) -> datetime:
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
+
+
+class Catalog:
+    """Reads and writes manifests; resolves points in time and chains."""
+
+    def __init__(self, repo: Repository, keyring: Keyring) -> None:
+        self.repo = repo
+        self.keyring = keyring
+
+    # -- keys -------------------------------------------------------------------------
+    @staticmethod
+    def host_prefix(host: str) -> str:
+        return f"hosts/{host}/"
+
+    def backup_prefix(self, host: str, backup_id: str) -> str:
+        return f"{self.host_prefix(host)}backups/{backup_id}/"
+
+    def manifest_key(self, host: str, backup_id: str) -> str:
+        return self.backup_prefix(host, backup_id) + MANIFEST
+
+    def object_key(self, host: str, backup_id: str, name: str) -> str:
+        return self.backup_prefix(host, backup_id) + name
+
+    # -- sealing small JSON objects ----------------------------------------------------
+    def _seal(self, doc: dict[str, Any]) -> bytes:
+        raw = json.dumps(doc, indent=2, sort_keys=True).encode()
+        if self.keyring.current is not None:
+            return encrypt_bytes(self.keyring.current, raw)
+        return raw
+
+    def _open(self, data: bytes, what: str) -> dict[str, Any]:
+        if peek_key_id(data) is not None:
+            if not self.keyring.has_keys:
+                raise WrongKeyError(
+                    f"{what} is encrypted but no encryption key is configured",
+                    hint="set repository.encryption_key_file to the repository's key",
+                )
+            data = decrypt_bytes(self.keyring, data, what=what)
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            raise IntegrityError(f"{what} is not valid JSON: it is corrupt") from None
+        if not isinstance(doc, dict):
+            raise IntegrityError(f"{what} is not a JSON object: it is corrupt")
+        return doc
+
+    # -- manifests ----------------------------------------------------------------------
+    def write_manifest(self, m: BackupManifest) -> None:
+        self.repo.put_bytes(self.manifest_key(m.host, m.id), self._seal(m.model_dump(mode="json")))
+
+    def read_manifest(self, host: str, backup_id: str) -> BackupManifest:
+        key = self.manifest_key(host, backup_id)
+        try:
+            data = self.repo.get_bytes(key)
+        except NotFoundError:
+            raise NotFoundError(
+                f"backup {backup_id} of host {host} is not in the catalog",
+                host=host,
+                backup_id=backup_id,
+                key=self.repo.describe(key),
+                hint=f"run `backup-pipelines list --host {host}` to see the completed backups",
+            ) from None
+        try:
+            return BackupManifest.model_validate(self._open(data, f"manifest {key}"))
+        except (IntegrityError, WrongKeyError) as err:
+            err.host, err.backup_id, err.key = host, backup_id, self.repo.describe(key)
+            raise
+
+    def backup_ids(self, host: str) -> list[str]:
+        return self.repo.list_dirs(f"{self.host_prefix(host)}backups/")
+
+    def hosts(self) -> list[str]:
+        return self.repo.list_dirs("hosts/")
+
+    def _manifest_ids(self, host: str) -> list[str]:
+        prefix = f"{self.host_prefix(host)}backups/"
+        ids = []
+        for info in self.repo.list(prefix):
+            rest = info.key[len(prefix) :]
+            if rest.endswith("/" + MANIFEST) and rest.count("/") == 1:
+                ids.append(rest.split("/", 1)[0])
+        return sorted(ids)
+
+    def list_backups(
+        self,
+        host: str,
+        *,
+        kinds: Iterable[Kind] | None = None,
+        include_deleting: bool = False,
+    ) -> list[BackupManifest]:
+        """Completed backups of `host`, oldest first."""
+        ids = self._manifest_ids(host)
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            manifests = list(pool.map(lambda i: self.read_manifest(host, i), ids))
+        wanted = set(kinds) if kinds else None
+        out = [
+            m
+            for m in manifests
+            if (wanted is None or m.kind in wanted) and (include_deleting or m.status == "completed")
+        ]
+        return sorted(out, key=lambda m: (m.finished_at, m.id))
+
+    def latest(self, host: str, kinds: Iterable[Kind] = PHYSICAL) -> BackupManifest | None:
+        backups = self.list_backups(host, kinds=kinds)
+        return backups[-1] if backups else None
+
+    def resolve(
+        self,
+        host: str,
+        *,
+        backup_id: str | None = None,
+        at: datetime | str | None = None,
+        kinds: Iterable[Kind] = PHYSICAL,
+    ) -> BackupManifest:
+        """The backup to restore: by id, else the newest finished at or before `at`, else the newest."""
+        if backup_id:
+            m = self.read_manifest(host, backup_id)
+            if m.status != "completed":
+                raise NotFoundError(
+                    f"backup {backup_id} of host {host} is being deleted", host=host, backup_id=backup_id
+                )
+            return m
+        backups = self.list_backups(host, kinds=kinds)
+        if at is not None:
+            when = _parse_ts(at)
+            backups = [m for m in backups if m.finished_at <= when]
+            if not backups:
+                raise NotFoundError(
+                    f"host {host} has no completed backup finished at or before {when.isoformat()}",
+                    host=host,
+                    hint=f"run `backup-pipelines list --host {host}` to see what exists",
+                )
+        if not backups:
+            raise NotFoundError(
+                f"host {host} has no completed backup",
+                host=host,
+                hint=f"take one with `backup-pipelines backup full --host {host}`",
+            )
+        return backups[-1]
+
+    def chain(self, host: str, backup_id: str) -> list[BackupManifest]:
+        """[full, incremental, ..., backup_id]; every link present and LSN-contiguous."""
+        links: list[BackupManifest] = []
+        current: str | None = backup_id
+        seen: set[str] = set()
+        while current is not None:
+            if current in seen:
+                raise ChainError(
+                    f"backup chain of {backup_id} loops at {current}", host=host, backup_id=backup_id
+                )
+            seen.add(current)
+            try:
+                m = self.read_manifest(host, current)
+            except NotFoundError:
+                raise ChainError(
+                    f"backup {backup_id} of host {host} cannot be restored: its chain is missing "
+                    f"backup {current}",
+                    host=host,
+                    backup_id=current,
+                    hint="restore an earlier point (`list` shows them) or the offsite copy; take a new "
+                    "full backup so new incrementals do not build on the broken chain",
+                ) from None
+            links.append(m)
+            current = m.parent_id
+        links.reverse()
+        if links[0].kind != "full":
+            raise ChainError(
+                f"backup chain of {backup_id} starts with {links[0].id}, which is not a full backup",
+                host=host,
+                backup_id=backup_id,
+            )
+        for parent, child in pairwise(links):
+            if child.from_lsn != parent.to_lsn:
+                raise ChainError(
+                    f"LSN gap in the chain of {backup_id}: {child.id} starts at LSN {child.from_lsn} "
+                    f"but its parent {parent.id} ends at {parent.to_lsn}",
+                    host=host,
+                    backup_id=child.id,
+                    hint="take a new full backup; restore only points before the gap",
+                )
+        return links
+
+    def check_objects(self, m: BackupManifest) -> list[str]:
+        """Problems with a backup's stored objects (missing, wrong size) without reading them."""
+        problems = []
+        for obj in m.objects:
+            info = self.repo.stat(obj.key)
+            if info is None:
+                problems.append(f"{m.id}: object {obj.key} is missing")
+            elif info.size != obj.size:
+                problems.append(f"{m.id}: object {obj.key} is {info.size} bytes, manifest says {obj.size}")
+            if not obj.sha256:
+                problems.append(f"{m.id}: object {obj.key} has no checksum")
+        if m.encryption and m.encryption.scheme != SCHEME:
+            problems.append(f"{m.id}: unknown encryption scheme {m.encryption.scheme}")
+        return problems
+
+    # -- deletion (two-phase, so a crash never leaves a half-listed backup) ----------
+    def delete_backup(self, m: BackupManifest) -> None:
+        marked = m.model_copy(update={"status": "deleting"})
+        self.write_manifest(marked)
+        self.repo.delete([o.key for o in m.objects])
+        leftovers = [
+            i.key for i in self.repo.list(self.backup_prefix(m.host, m.id)) if not i.key.endswith(MANIFEST)
+        ]
+        self.repo.delete(leftovers)
+        self.repo.delete([self.manifest_key(m.host, m.id)])
+
+    # -- orphans of interrupted runs -----------------------------------------------------
+    def orphans(self, host: str, older_than: datetime) -> list[str]:
+        """Backup directories with objects but no manifest, last written before `older_than`."""
+        prefix = f"{self.host_prefix(host)}backups/"
+        newest: dict[str, datetime] = {}
+        has_manifest: set[str] = set()
+        for info in self.repo.list(prefix):
+            bid = info.key[len(prefix) :].split("/", 1)[0]
+            if info.key.endswith("/" + MANIFEST):
+                has_manifest.add(bid)
+            mod = info.modified or datetime.now(UTC)
+            newest[bid] = max(newest.get(bid, mod), mod)
+        return sorted(b for b, t in newest.items() if b not in has_manifest and t < older_than)
+
+    def cleanup_orphans(self, host: str, grace: timedelta) -> list[str]:
+        cutoff = datetime.now(UTC) - grace
+        removed: list[str] = []
+        for bid in self.orphans(host, cutoff):
+            keys = [i.key for i in self.repo.list(self.backup_prefix(host, bid))]
+            self.repo.delete(keys)
+            removed.extend(keys)
+        # A deleting-marked manifest whose data is gone is the tail of an interrupted prune.
+        for m in self.list_backups(host, include_deleting=True):
+            if m.status == "deleting":
+                self.delete_backup(m)
+                removed.append(self.manifest_key(host, m.id))
+        removed.extend(self.repo.cleanup_incomplete(self.host_prefix(host), cutoff))
+        return removed
+
+    # -- verification reports ---------------------------------------------------------
+    def write_verification(self, report: VerificationReport) -> str:
+        stamp = f"{report.finished_at:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"
+        key = f"{self.host_prefix(report.host)}verifications/{report.backup_id}/{stamp}.json"
+        self.repo.put_bytes(key, self._seal(report.model_dump(mode="json")))
+        return key
+
+    def verifications(self, host: str, backup_id: str | None = None) -> list[VerificationReport]:
+        prefix = f"{self.host_prefix(host)}verifications/"
+        if backup_id:
+            prefix += f"{backup_id}/"
+        keys = [i.key for i in self.repo.list(prefix) if i.key.endswith(".json")]
+        reports = [VerificationReport.model_validate(self._open(self.repo.get_bytes(k), k)) for k in keys]
+        return sorted(reports, key=lambda r: r.finished_at)
+
+    # -- leases: restores in progress ---------------------------------------------------
+    @contextmanager
+    def lease(self, host: str, backup_ids: list[str], *, purpose: str, hours: float = 24) -> Iterator[str]:
+        """Mark backups as being read so prune leaves them alone until the lease ends or expires."""
+        key = f"{self.host_prefix(host)}leases/{uuid.uuid4().hex}.json"
+        doc = {
+            "backup_ids": backup_ids,
+            "purpose": purpose,
+            "expires_at": (datetime.now(UTC) + timedelta(hours=hours)).isoformat(),
+        }
+        self.repo.put_bytes(key, self._seal(doc))
+        try:
+            yield key
+        finally:
+            self.repo.delete([key])
+
+    def leased_ids(self, host: str, now: datetime | None = None) -> set[str]:
+        now = now or datetime.now(UTC)
+        ids: set[str] = set()
+        for info in self.repo.list(f"{self.host_prefix(host)}leases/"):
+            try:
+                doc = self._open(self.repo.get_bytes(info.key), info.key)
+            except (NotFoundError, IntegrityError):
+                continue
+            if _parse_ts(doc["expires_at"]) > now:
+                ids.update(doc["backup_ids"])
+        return ids

@@ -1,0 +1,271 @@
+"""The one configuration model, shared by the CLI and the Dagster code location.
+
+A YAML file, given as `-c/--config PATH` or `BACKUP_PIPELINES_CONFIG`. Unknown keys
+are errors (a typo in a retention key must not silently keep everything forever).
+Secrets are never in the file: only paths to 0600 files holding them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+CONFIG_ENV = "BACKUP_PIPELINES_CONFIG"
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class S3Settings(_Model):
+    endpoint_url: str | None = None
+    region: str | None = None
+    part_size: Annotated[int, Field(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+
+
+class RepositoryConfig(_Model):
+    url: str
+    s3: S3Settings = S3Settings()
+    compression: Literal["zstd", "none"] = "zstd"
+    compression_level: Annotated[int, Field(ge=1, le=19)] = 3
+    compression_threads: Annotated[int, Field(ge=0, le=64)] = 0  # 0 = one per core
+    encryption_key_file: Path | None = None
+    # Older keys kept for reading backups written before a key rotation.
+    decryption_key_files: list[Path] = []
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if not (v.startswith("file://") or v.startswith("s3://")):
+            raise ValueError("must start with file:// or s3:// (e.g. file:///var/backups/mysql)")
+        if v.startswith("s3://") and len(v) <= len("s3://"):
+            raise ValueError("s3:// URL needs a bucket: s3://bucket/prefix")
+        return v
+
+
+class SSHTransport(_Model):
+    kind: Literal["ssh"] = "ssh"
+    host: str
+    port: int = 22
+    user: str = "root"
+    key_file: Path | None = None
+    known_hosts_file: Path | None = None
+    # The remote side: the same CLI installed on the database host, and its config path there.
+    remote_command: str = "backup-pipelines"
+    remote_config: str = "/etc/backup-pipelines/config.yaml"
+    connect_timeout: int = 10
+
+
+class LocalTransport(_Model):
+    kind: Literal["local"] = "local"
+    command: str | None = None  # default: this interpreter's backup-pipelines
+
+
+Transport = Annotated[LocalTransport | SSHTransport, Field(discriminator="kind")]
+
+
+class RetentionPolicy(_Model):
+    """Which physical backups prune may remove. Unset fields do not constrain."""
+
+    keep_full_chains: Annotated[int, Field(ge=1)] | None = None
+    keep_daily: Annotated[int, Field(ge=0)] | None = None
+    keep_weekly: Annotated[int, Field(ge=0)] | None = None
+    keep_monthly: Annotated[int, Field(ge=0)] | None = None
+    min_age_days: Annotated[float, Field(ge=0)] | None = None
+
+
+class DumpRotation(_Model):
+    """automysqlbackup's daily/weekly/monthly rotation, applied by the dump's date."""
+
+    keep_daily: Annotated[int, Field(ge=0)] = 7
+    keep_weekly: Annotated[int, Field(ge=0)] = 5
+    keep_monthly: Annotated[int, Field(ge=0)] = 12
+    weekly_day: Annotated[int, Field(ge=1, le=7)] = 6  # ISO weekday, 6 = Saturday
+    monthly_day: Annotated[int, Field(ge=1, le=28)] = 1
+
+
+class DumpSettings(_Model):
+    engine: Literal["mysqldump", "mydumper"] = "mysqldump"
+    binary: str | None = None
+    loader_binary: str | None = None
+    threads: Annotated[int, Field(ge=1, le=64)] = 2
+    databases: list[str] | None = None  # None: every database but the system ones
+    rotation: DumpRotation = DumpRotation()
+
+
+class Schedules(_Model):
+    timezone: str = "UTC"
+    base_cron: str = "0 1 * * *"
+    incremental_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
+    dump_cron: str = "30 2 * * *"
+    offsite_cron: str = "0 4 * * *"
+
+
+class HostConfig(_Model):
+    engine: Literal["mariabackup", "xtrabackup", "innobackupex"] = "mariabackup"
+    datadir: Path
+    socket: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str = "backup"
+    password_file: Path | None = None
+    binary: str | None = None  # the backup tool; default found on PATH
+    stream_binary: str | None = None  # mbstream / xbstream
+    server_binary: str | None = None  # mariadbd / mysqld, for verification sandboxes
+    parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    extra_backup_args: list[str] = []
+    transport: Transport = LocalTransport()
+    schedules: Schedules = Schedules()
+    retention: RetentionPolicy = RetentionPolicy()
+    dump: DumpSettings = DumpSettings()
+
+    @model_validator(mode="after")
+    def _connection(self) -> HostConfig:
+        if self.socket is None and self.host is None:
+            raise ValueError("set either socket: or host: (with port:) to reach the server")
+        for arg in self.extra_backup_args:
+            if re.search(r"pass(word)?", arg, re.I):
+                raise ValueError("extra_backup_args must not carry passwords; use password_file")
+        return self
+
+
+class StagingTarget(_Model):
+    """A server that staging restores may overwrite. `staging: true` is the safety catch."""
+
+    staging: bool = False
+    source_host: str | None = None  # default: the staging partition's host
+    datadir: Path
+    socket: Path | None = None
+    host: str | None = None
+    port: int | None = None
+    user: str = "root"
+    password_file: Path | None = None
+    stop_command: list[str]
+    start_command: list[str]
+    transport: Transport = LocalTransport()
+
+
+class NotificationConfig(_Model):
+    webhook_url: str | None = None
+    webhook_url_file: Path | None = None  # the URL is a secret for Slack: keep it in a file
+
+
+class OffsiteConfig(_Model):
+    target_url: str  # duplicity URL, e.g. boto3+s3://offsite-bucket/mysql
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    passphrase_file: Path | None = None  # symmetric GPG
+    encrypt_key: str | None = None  # or a public key id / fingerprint
+    gnupg_home: Path | None = None
+    full_every: str = "7D"
+    remove_older_than: str = "30D"
+    volsize_mb: Annotated[int, Field(ge=1)] = 200
+    archive_dir: Path | None = None
+    binary: str = "duplicity"
+
+    @model_validator(mode="after")
+    def _crypto(self) -> OffsiteConfig:
+        if not (self.passphrase_file or self.encrypt_key):
+            raise ValueError("offsite copies must be encrypted: set passphrase_file or encrypt_key")
+        return self
+
+
+class Config(_Model):
+    repository: RepositoryConfig
+    hosts: dict[str, HostConfig]
+    staging: dict[str, StagingTarget] = {}
+    offsite: OffsiteConfig | None = None
+    notifications: NotificationConfig = NotificationConfig()
+    work_dir: Path = Path("/var/tmp/backup-pipelines")
+    orphan_grace_hours: Annotated[float, Field(ge=0)] = 6.0
+
+    @field_validator("hosts")
+    @classmethod
+    def _host_names(cls, v: dict[str, HostConfig]) -> dict[str, HostConfig]:
+        for name in v:
+            if not HOST_NAME.match(name):
+                raise ValueError(f"host name {name!r} must match {HOST_NAME.pattern}")
+        return v
+
+    def host(self, name: str) -> HostConfig:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise ConfigError(
+                f"host {name!r} is not in the configuration (configured hosts: {known})",
+                host=name,
+                hint="check --host, or add the host under hosts: in the config file",
+            ) from None
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the configuration must be a YAML mapping")
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source), hint="fix the keys listed above") from None
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Load the YAML config from `path`, else from $BACKUP_PIPELINES_CONFIG."""
+    chosen = path or os.environ.get(CONFIG_ENV)
+    if not chosen:
+        raise ConfigError(
+            "no configuration given",
+            hint=f"pass -c/--config PATH or set {CONFIG_ENV}",
+        )
+    p = Path(chosen)
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {p}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"configuration file {p} is not valid YAML: {err}") from None
+    return parse_config(data, str(p))
+
+
+def read_secret_file(path: Path, what: str, *, host: str | None = None) -> str:
+    """Read a one-line secret; warn-free but strict: must not be world-readable."""
+    try:
+        st = path.stat()
+        value = path.read_text()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot read {what} file {path}: {err.strerror}",
+            host=host,
+            hint="create it with mode 0600, readable by the user running backup-pipelines",
+        ) from None
+    if st.st_mode & 0o004:
+        raise ConfigError(
+            f"{what} file {path} is world-readable",
+            host=host,
+            hint=f"chmod 600 {path}",
+        )
+    return value.strip("\r\n")

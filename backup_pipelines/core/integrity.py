@@ -1,0 +1,54 @@
+"""Catalog integrity without reading backup data: the cheap check run after every backup.
+
+Proves that every completed backup has its objects, at the recorded sizes, with
+checksums, and that every incremental's parent exists and its LSN range starts
+where the parent's ended. Reading and hashing the data itself is verification's job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .catalog import PHYSICAL, BackupManifest, Catalog
+
+
+def chains_of(backups: list[BackupManifest]) -> dict[str, list[BackupManifest]]:
+    """Group physical backups by the full at their root (chain_id), oldest first."""
+    chains: dict[str, list[BackupManifest]] = {}
+    for m in sorted(backups, key=lambda b: (b.finished_at, b.id)):
+        if m.kind in PHYSICAL:
+            chains.setdefault(m.chain_id or m.id, []).append(m)
+    return chains
+
+
+def check_catalog(catalog: Catalog, host: str) -> dict[str, Any]:
+    backups = catalog.list_backups(host)
+    by_id = {m.id: m for m in backups}
+    problems: list[str] = []
+    for m in backups:
+        problems.extend(catalog.check_objects(m))
+        if m.kind == "full":
+            if m.parent_id is not None:
+                problems.append(f"{m.id}: a full backup with a parent ({m.parent_id})")
+            continue
+        if m.kind != "incremental":
+            continue
+        parent = by_id.get(m.parent_id or "")
+        if parent is None:
+            problems.append(f"{m.id}: parent {m.parent_id} is missing from the catalog")
+        elif m.from_lsn != parent.to_lsn:
+            problems.append(
+                f"{m.id}: starts at LSN {m.from_lsn} but parent {parent.id} ends at {parent.to_lsn}"
+            )
+        elif (m.to_lsn or 0) < (m.from_lsn or 0):
+            problems.append(f"{m.id}: to_lsn {m.to_lsn} is before from_lsn {m.from_lsn}")
+    chains = chains_of(backups)
+    newest = backups[-1] if backups else None
+    return {
+        "host": host,
+        "backups": len(backups),
+        "chains": len(chains),
+        "newest_id": newest.id if newest else None,
+        "newest_finished_at": newest.finished_at.isoformat() if newest else None,
+        "problems": problems,
+    }

@@ -1,0 +1,154 @@
+"""Running external tools so that failures are loud and explain themselves.
+
+stderr always goes to a file (a pipe could fill and deadlock a streaming tool) and
+its tail ends up in the error. A tool "succeeded" only if it exited 0 *and*, where
+the tool has one, printed its success marker: a backup tool killed at the wrong
+moment can exit 0-looking through a wrapper, but cannot fake `completed OK!`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+from .errors import ToolError, tail
+
+log = logging.getLogger(__name__)
+
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1024 * 1024
+
+
+def enlarge_pipe(fileobj: IO[bytes] | int) -> None:
+    """Bigger pipe buffers mean fewer, larger reads between producer and consumer."""
+    fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def describe(cmd: list[str]) -> str:
+    return shlex.join(cmd)
+
+
+class Tool:
+    """A started child process whose stderr is kept in a temp file."""
+
+    def __init__(
+        self,
+        cmd: list[str],
+        *,
+        what: str,
+        stdin: int | IO[bytes] | None = None,
+        stdout: int | IO[bytes] | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        host: str | None = None,
+        backup_id: str | None = None,
+    ) -> None:
+        self.cmd = cmd
+        self.what = what
+        self.host = host
+        self.backup_id = backup_id
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        log.debug("running %s", describe(cmd))
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=self._err,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,  # a Ctrl-C to us must not half-kill the tool first
+            )
+        except OSError as err:
+            self._err.close()
+            raise ToolError(
+                f"{what}: cannot start {cmd[0]}: {err.strerror}",
+                host=host,
+                backup_id=backup_id,
+                command=describe(cmd),
+                hint=f"check that {cmd[0]} is installed and executable",
+            ) from None
+
+    def stderr_text(self) -> str:
+        self._err.flush()
+        self._err.seek(0)
+        return self._err.read().decode("utf-8", errors="replace")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def wait(self) -> int:
+        return self.proc.wait()
+
+    def check(self, *, marker: str | None = None, rc: int | None = None) -> str:
+        """Raise ToolError unless the tool exited 0 (and printed `marker`); return its stderr."""
+        rc = self.proc.wait() if rc is None else rc
+        text = self.stderr_text()
+        if rc != 0:
+            how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
+            raise ToolError(
+                f"{self.what}: {Path(self.cmd[0]).name} {how}",
+                host=self.host,
+                backup_id=self.backup_id,
+                command=describe(self.cmd),
+                stderr_tail=tail(text),
+                hint="read the stderr tail above; nothing was committed to the catalog",
+            )
+        if marker is not None and marker not in text[-4096:]:
+            raise ToolError(
+                f"{self.what}: {Path(self.cmd[0]).name} exited 0 but never printed {marker!r}",
+                host=self.host,
+                backup_id=self.backup_id,
+                command=describe(self.cmd),
+                stderr_tail=tail(text),
+                hint="the tool did not finish its work; nothing was committed to the catalog",
+            )
+        return text
+
+    def close(self) -> None:
+        self.kill()
+        self._err.close()
+
+    def __enter__(self) -> Tool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run(
+    cmd: list[str],
+    *,
+    what: str,
+    marker: str | None = None,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    host: str | None = None,
+    backup_id: str | None = None,
+) -> str:
+    """Run to completion; return stderr text or raise ToolError."""
+    with Tool(
+        cmd,
+        what=what,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        cwd=cwd,
+        env=env,
+        host=host,
+        backup_id=backup_id,
+    ) as t:
+        return t.check(marker=marker)

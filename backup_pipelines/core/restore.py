@@ -1,0 +1,244 @@
+"""Backup fetch: chain -> verified bytes -> extracted -> prepared -> moved into a datadir.
+
+Nothing touches the target until every object of the chain has been fetched, its
+sha256 checked against the manifest, decrypted, extracted and the chain prepared.
+The work happens in a hidden sibling of the target so the final move is a rename on
+the same filesystem, and the sibling is removed whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .catalog import BackupManifest
+from .codec import Buffer, CallableSink, Digest, Stage, decode_stages
+from .engines import SUCCESS_MARKER, PhysicalEngine, engine_for
+from .errors import BackupPipelinesError, IntegrityError, RefusedError, ToolError, WrongKeyError
+from .process import Tool, describe, run
+from .session import Session
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+
+
+@dataclass
+class RestoreResult:
+    host: str
+    backup_id: str
+    chain: list[str]
+    target: str
+    fetched_bytes: int
+    fetch_seconds: float
+    prepare_seconds: float
+    copy_back_seconds: float
+    finished_at: str | None = None
+    binlog: dict[str, object] | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return self.fetch_seconds + self.prepare_seconds + self.copy_back_seconds
+
+
+def check_target(target: Path) -> None:
+    """A restore never overwrites anything: the target must be absent or an empty directory."""
+    if not target.exists():
+        if target.is_symlink():
+            raise RefusedError(f"restore target {target} is a dangling symlink; refusing")
+        return
+    if not target.is_dir():
+        raise RefusedError(
+            f"restore target {target} exists and is not a directory; refusing to touch it",
+            hint="choose a new, empty --target-datadir",
+        )
+    if any(target.iterdir()):
+        raise RefusedError(
+            f"restore target {target} is not empty; refusing to touch it",
+            hint="restore into a new empty directory, or move the old datadir aside yourself first",
+        )
+
+
+class _Guard:
+    """Feeds the decode chain but keeps the digest running if the chain fails.
+
+    A flipped byte usually makes decompression or extraction fail first; finishing
+    the checksum lets the error say what really happened (the object is corrupt).
+    A wrong key is certain from the first header, so it stops at once.
+    """
+
+    def __init__(self, downstream: Stage) -> None:
+        self._down = downstream
+        self.error: BaseException | None = None
+
+    def write(self, data: Buffer) -> int:
+        if self.error is None:
+            try:
+                self._down.write(data)
+            except WrongKeyError:
+                raise
+            except (BackupPipelinesError, OSError) as err:
+                self.error = err
+        return len(data)
+
+    def finish(self) -> None:
+        if self.error is None:
+            self._down.finish()
+
+
+def fetch_object(
+    session: Session,
+    m: BackupManifest,
+    sink: Stage,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Stream the backup's data object, verified, decrypted and decompressed, into `sink`."""
+    obj = m.objects[0]
+    where = session.repo.describe(obj.key)
+    guard = _Guard(decode_stages(m.codec, session.keyring, sink, what=f"object {where}"))
+    digest = Digest(guard)
+
+    def feed(chunk: memoryview) -> None:
+        digest.write(chunk)
+        if progress:
+            progress(len(chunk))
+
+    try:
+        session.repo.read_into(obj.key, feed)
+    except BackupPipelinesError as err:
+        err.host, err.backup_id = err.host or m.host, err.backup_id or m.id
+        raise
+    if digest.size != obj.size or digest.sha256 != obj.sha256:
+        raise IntegrityError(
+            f"checksum mismatch: the stored object has sha256 {digest.sha256[:16]}... and "
+            f"{digest.size} bytes, the manifest recorded {obj.sha256[:16]}... and {obj.size} bytes",
+            host=m.host,
+            backup_id=m.id,
+            key=where,
+            hint="the stored object is corrupt: restore an earlier chain or the offsite copy, and "
+            "take a new full backup",
+        )
+    if guard.error is not None:
+        err = guard.error
+        if isinstance(err, BackupPipelinesError):
+            err.host, err.backup_id = err.host or m.host, err.backup_id or m.id
+        raise err
+    guard.finish()
+    return digest.size
+
+
+def _extract(
+    session: Session,
+    engine: PhysicalEngine,
+    m: BackupManifest,
+    dest: Path,
+    progress: Callable[[int], None] | None,
+) -> int:
+    dest.mkdir(parents=True)
+    cmd = engine.extract_command(dest)
+    engine.resolve(cmd[0])
+    with Tool(
+        cmd,
+        what=f"extracting backup {m.id}",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        host=m.host,
+        backup_id=m.id,
+    ) as tool:
+        assert tool.proc.stdin is not None
+        stdin = tool.proc.stdin
+        try:
+            n = fetch_object(session, m, CallableSink(stdin.write, stdin.close), progress=progress)
+        except OSError as err:  # BrokenPipe: the extractor died; its stderr says why
+            with contextlib.suppress(OSError):
+                stdin.close()
+            tool.wait()
+            tool.check()
+            raise ToolError(f"extracting backup {m.id} failed: {err}", host=m.host, backup_id=m.id) from None
+        except BaseException:
+            tool.kill()
+            raise
+        tool.check()
+    return n
+
+
+def restore_chain(
+    session: Session,
+    host: str,
+    target: Path,
+    *,
+    backup_id: str | None = None,
+    at: datetime | str | None = None,
+    progress: Progress | None = None,
+) -> RestoreResult:
+    target = Path(target).absolute()
+    check_target(target)
+    catalog = session.catalog
+    wanted = catalog.resolve(host, backup_id=backup_id, at=at)
+    chain = catalog.chain(host, wanted.id)
+    engine = engine_for(session.config.host(host))
+    total = sum(o.size for m in chain for o in m.objects)
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(done, total)
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = target.parent / f".{target.name}.bp-restore-{uuid.uuid4().hex[:8]}"
+    log.info("restoring %s of %s (chain of %d) into %s", wanted.id, host, len(chain), target)
+    with catalog.lease(host, [m.id for m in chain], purpose=f"restore into {target}"):
+        try:
+            work.mkdir(mode=0o700)
+            t0 = time.monotonic()
+            dirs = []
+            for i, m in enumerate(chain):
+                d = work / f"{i:03d}-{m.kind}"
+                _extract(session, engine, m, d, tick)
+                dirs.append(d)
+            t1 = time.monotonic()
+            for cmd in engine.prepare_commands(dirs[0], dirs[1:]):
+                engine.resolve(cmd[0])
+                run(
+                    cmd,
+                    what=f"preparing backup {wanted.id} ({describe(cmd[2:4])})",
+                    marker=SUCCESS_MARKER,
+                    host=host,
+                    backup_id=wanted.id,
+                )
+            t2 = time.monotonic()
+            check_target(target)  # again: nothing may have appeared meanwhile
+            cmd = engine.copy_back_command(dirs[0], target, work)
+            run(
+                cmd,
+                what=f"moving backup {wanted.id} into {target}",
+                marker=SUCCESS_MARKER,
+                host=host,
+                backup_id=wanted.id,
+            )
+            t3 = time.monotonic()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return RestoreResult(
+        host=host,
+        backup_id=wanted.id,
+        chain=[m.id for m in chain],
+        target=str(target),
+        fetched_bytes=total,
+        fetch_seconds=round(t1 - t0, 3),
+        prepare_seconds=round(t2 - t1, 3),
+        copy_back_seconds=round(t3 - t2, 3),
+        finished_at=wanted.finished_at.isoformat(),
+        binlog=wanted.binlog.model_dump() if wanted.binlog else None,
+    )

@@ -1,0 +1,6 @@
+"""Shared fixtures. Real servers live in tests/fixtures/ and are registered here."""
+
+pytest_plugins = [
+    "tests.fixtures.s3",
+    "tests.fixtures.mariadb",
+]

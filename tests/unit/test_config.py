@@ -1,0 +1,92 @@
+"""Configuration: what the acceptance YAML looks like, and clear errors for what is wrong."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from backup_pipelines.core.config import load_config, parse_config, read_secret_file
+from backup_pipelines.core.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+EXAMPLE = """
+repository:
+  url: file:///var/backups/mysql
+  s3: {endpoint_url: http://127.0.0.1:9000, region: eu-west-1}
+  compression: zstd
+  encryption_key_file: /etc/backup-pipelines/repo.key
+hosts:
+  db1:
+    engine: mariabackup
+    datadir: /var/lib/mysql
+    socket: /run/mysqld/mysqld.sock
+    user: backup
+    password_file: /etc/backup-pipelines/db1.password
+"""
+
+
+def test_the_documented_example_parses():
+    cfg = parse_config(yaml.safe_load(EXAMPLE))
+    assert cfg.host("db1").engine == "mariabackup"
+    assert cfg.repository.s3.region == "eu-west-1"
+    assert str(cfg.repository.encryption_key_file) == "/etc/backup-pipelines/repo.key"
+
+
+def test_unknown_and_missing_keys_are_named():
+    doc = yaml.safe_load(EXAMPLE)
+    doc["hosts"]["db1"]["retension"] = {}
+    del doc["hosts"]["db1"]["datadir"]
+    with pytest.raises(ConfigError) as err:
+        parse_config(doc, "x.yaml")
+    text = str(err.value)
+    assert "hosts.db1.retension: unknown key" in text
+    assert "hosts.db1.datadir: required key is missing" in text
+    assert "x.yaml" in text
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda d: d["repository"].update(url="ftp://x"), "file:// or s3://"),
+        (lambda d: d["hosts"]["db1"].pop("socket"), "socket: or host:"),
+        (lambda d: d["hosts"]["db1"].update(engine="mysqlbackup"), "engine"),
+        (lambda d: d["hosts"]["db1"].update(extra_backup_args=["--password=x"]), "passwords"),
+        (lambda d: d["hosts"].update({"bad host": d["hosts"]["db1"]}), "host name"),
+        (lambda d: d["repository"].update(compression="gzip"), "compression"),
+    ],
+)
+def test_invalid_values(mutate, needle):
+    doc = yaml.safe_load(EXAMPLE)
+    mutate(doc)
+    with pytest.raises(ConfigError, match=needle):
+        parse_config(doc)
+
+
+def test_unknown_host_lists_the_configured_ones():
+    cfg = parse_config(yaml.safe_load(EXAMPLE))
+    with pytest.raises(ConfigError, match="configured hosts: db1"):
+        cfg.host("db2")
+
+
+def test_config_from_env(tmp_path, monkeypatch):
+    p = tmp_path / "c.yaml"
+    p.write_text(EXAMPLE)
+    monkeypatch.setenv("BACKUP_PIPELINES_CONFIG", str(p))
+    assert "db1" in load_config().hosts
+    monkeypatch.delenv("BACKUP_PIPELINES_CONFIG")
+    with pytest.raises(ConfigError, match="--config"):
+        load_config()
+    p.write_text("repository: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(p)
+
+
+def test_secret_files_must_not_be_world_readable(tmp_path):
+    p = tmp_path / "pw"
+    p.write_text("hunter2\n")
+    p.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret_file(p, "MySQL password")
+    p.chmod(0o600)
+    assert read_secret_file(p, "MySQL password") == "hunter2"
