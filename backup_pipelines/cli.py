@@ -97,6 +97,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     with _session(args) as s:
+        if args.host not in s.config.hosts and args.host not in s.catalog.hosts():
+            s.config.host(args.host)  # raises: neither configured nor in the repository (a typo?)
         backups = s.catalog.list_backups(args.host, kinds=args.kind or None)
     if args.json:
         _print_json([m.summary() for m in backups])

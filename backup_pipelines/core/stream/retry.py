@@ -1,0 +1,158 @@
+"""Retries for S3 data requests: exponential backoff with full jitter, one budget per part.
+
+botocore's own retries (a few quick attempts, see `s3client.make_client`) absorb blips on
+every call; this layer sits on top for the calls that move data, where giving up costs a
+whole upload. Full jitter (sleep uniformly in [0, min(cap, base * 2**n)]) spreads the
+retries of many parallel parts so a throttled endpoint is not hit by a synchronized herd.
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+log = logging.getLogger("backup_pipelines.stream")
+
+T = TypeVar("T")
+
+# Error codes worth another attempt: throttling, server-side trouble, and bodies that were
+# damaged or cut in transit (S3 rejects those with a digest error; re-sending fixes them).
+RETRYABLE_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ServiceUnavailable",
+        "InternalError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+        "BadDigest",
+        "IncompleteBody",
+        "XAmzContentChecksumMismatch",
+        "XAmzContentSHA256Mismatch",
+        "OperationAborted",
+    }
+)
+
+
+class Cancelled(Exception):
+    """The transfer was aborted while a request was waiting for its next attempt."""
+
+
+class Retryable(Exception):
+    """Raised by our own checks (a short body, a checksum echo that disagrees) to ask for a retry."""
+
+
+def error_code(err: BaseException) -> str:
+    if isinstance(err, ClientError):
+        return str(err.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def http_status(err: BaseException) -> int | None:
+    if isinstance(err, ClientError):
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return int(status) if status else None
+    return None
+
+
+def is_retryable(err: BaseException) -> bool:
+    """Transient: 5xx, throttling, 408/429, digest errors, resets and timeouts."""
+    if isinstance(err, Retryable):
+        return True
+    if isinstance(err, ClientError):
+        status = http_status(err)
+        return error_code(err) in RETRYABLE_CODES or (status is not None and (status >= 500 or status in (408, 429)))
+    if isinstance(
+        err,
+        BotoConnectionError
+        | EndpointConnectionError
+        | ConnectionClosedError
+        | ReadTimeoutError
+        | HTTPClientError
+        | ResponseStreamingError
+        | IncompleteReadError,
+    ):
+        return True
+    if isinstance(err, BotoCoreError):
+        return False
+    # Errors raised while reading a response body ourselves (socket-level).
+    return isinstance(err, OSError | http.client.HTTPException | TimeoutError)
+
+
+def describe_error(err: BaseException) -> str:
+    """One line naming the S3 error code and status, without request ids or credentials."""
+    if isinstance(err, ClientError):
+        e = err.response.get("Error", {})
+        status = http_status(err)
+        msg = e.get("Message") or ""
+        return f"{e.get('Code', 'error')} (HTTP {status}){': ' + msg if msg else ''}"
+    text = str(err) or type(err).__name__
+    return f"{type(err).__name__}: {text}" if type(err).__name__ not in text else text
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times a request is tried and how long to wait in between."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.25
+    max_delay: float = 20.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter for the wait after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.max_delay, self.base_delay * (2 ** max(0, attempt - 1)))
+        return self.rng.uniform(0.0, ceiling)
+
+    def wait(self, attempt: int, cancel: threading.Event | None) -> None:
+        delay = self.delay(attempt)
+        if cancel is None:
+            threading.Event().wait(delay)
+        elif cancel.wait(delay):
+            raise Cancelled()
+
+    def call(
+        self,
+        fn: Callable[[], T],
+        *,
+        what: str,
+        cancel: threading.Event | None = None,
+        retryable: Callable[[BaseException], bool] = is_retryable,
+    ) -> T:
+        """Run `fn` until it succeeds, fails for good, or the attempts run out (last error raised)."""
+        attempt = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            attempt += 1
+            try:
+                return fn()
+            except Exception as err:
+                if attempt >= self.max_attempts or not retryable(err):
+                    raise
+                log.warning("%s failed (attempt %d/%d): %s; retrying", what, attempt, self.max_attempts,
+                            describe_error(err))
+                self.wait(attempt, cancel)

@@ -1,0 +1,479 @@
+"""Streaming multipart upload of a stream of unknown length (gof3r's `put`, as an ObjectWriter).
+
+Data flow: `write()` copies the caller's bytes once, into a part-sized bytearray; a full
+part is handed (not copied) to a thread pool that CRCs and uploads it while the caller keeps
+writing. At most `concurrency` parts are in flight: the writer blocks when the budget is
+used, so memory stays at (concurrency + 1) x part size. Part buffers are recycled, so
+their pages are faulted in only once.
+
+Integrity: every part carries x-amz-checksum-crc32, which S3 verifies (BadDigest -> the part
+is retried). The upload is created with ChecksumType=FULL_OBJECT and completed with the CRC
+of the whole stream (combined from the part CRCs, no second pass), which S3 verifies
+again. moto 5.2.5 verifies neither header (it stores what the client claims, and ignores
+Content-MD5) but it does compute the FULL_OBJECT CRC from the bytes it actually received,
+so after completing we HEAD the object with ChecksumMode=ENABLED and compare: a part damaged
+on the way fails the commit (IntegrityError) and the object is deleted. Objects smaller
+than a part go through one PutObject with Content-MD5 as well, and the returned ETag (the
+MD5 of what was stored, for non-KMS objects) is checked too.
+
+Nothing is visible under the key before commit. Any failure after the retry budget, an
+explicit abort() or an exception inside `with` aborts the multipart upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..errors import BackupPipelinesError, IntegrityError, StorageError
+from ..repository.base import Buffer, ObjectInfo
+from .checksum import crc32, crc32_combine, crc32_from_b64, crc32_to_b64
+from .retry import Retryable, RetryPolicy, error_code
+from .s3client import S3Client, s3_url, storage_error
+
+log = logging.getLogger("backup_pipelines.stream")
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+MIN_PART_SIZE = 5 * MiB  # S3: every part but the last
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+MAX_OBJECT_SIZE = 5 * TiB
+FLAT_PARTS = 1000  # parts kept at the base size before growth starts
+STEP_ALIGN = 64 * 1024
+
+
+class PartSizer:
+    """Part sizes for a stream of unknown length that can never run out of part numbers.
+
+    Parts 1..1000 use the base size (memory stays at concurrency x part size for the common
+    case: 16 GB at 16 MiB parts). From part 1001 each part is `step` bytes larger than the
+    previous, with `step` the smallest that makes 10,000 parts add up to S3's 5 TiB object
+    limit. Linear growth keeps the largest part near 1.2 GiB even at 5 TiB (doubling would
+    reach 5 GiB). A size hint raises the base so the expected size fits in the flat part.
+    """
+
+    def __init__(self, part_size: int, size_hint: int | None = None) -> None:
+        base = max(int(part_size), MIN_PART_SIZE)
+        if size_hint:
+            per_part = -(-int(size_hint) // MAX_PARTS)
+            base = max(base, -(-per_part // MiB) * MiB)
+        self.base = min(base, MAX_PART_SIZE)
+        growing = MAX_PARTS - FLAT_PARTS
+        shortfall = MAX_OBJECT_SIZE - MAX_PARTS * self.base
+        if shortfall <= 0:
+            self.step = 0
+        else:
+            step = -(-2 * shortfall // (growing * (growing + 1)))
+            self.step = -(-step // STEP_ALIGN) * STEP_ALIGN
+
+    def size(self, part_number: int) -> int:
+        if not 1 <= part_number <= MAX_PARTS:
+            raise ValueError(f"part number {part_number} outside 1..{MAX_PARTS}")
+        return min(MAX_PART_SIZE, self.base + max(0, part_number - FLAT_PARTS) * self.step)
+
+    def capacity(self, parts: int = MAX_PARTS) -> int:
+        """Bytes that `parts` parts hold (closed form, so tests need not loop or move data)."""
+        flat = min(parts, FLAT_PARTS)
+        grown = max(0, parts - FLAT_PARTS)
+        return (flat + grown) * self.base + self.step * grown * (grown + 1) // 2
+
+
+@dataclass(frozen=True)
+class UploadInfo(ObjectInfo):
+    """ObjectInfo plus what the upload learnt: ETag, CRC-32 of the whole stream, part count."""
+
+    etag: str = ""
+    crc32: int | None = None
+    parts: int = 0
+
+
+@dataclass
+class _Part:
+    number: int
+    size: int
+    crc: int
+    etag: str
+
+
+class MultipartUpload:
+    """An ObjectWriter that streams into s3://bucket/s3_key; see the module docstring.
+
+    `key` is the name reported back in ObjectInfo (a repository passes its relative key);
+    it defaults to `s3_key`. `extra_args` go to PutObject/CreateMultipartUpload (ContentType,
+    Metadata, ServerSideEncryption, ...). Not thread-safe for concurrent writers; abort()
+    may be called from another thread to stop a blocked writer.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        s3_key: str,
+        *,
+        key: str | None = None,
+        part_size: int = 16 * MiB,
+        concurrency: int = 8,
+        size_hint: int | None = None,
+        retry: RetryPolicy | None = None,
+        checksum: bool = True,
+        extra_args: dict[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.s3_key = s3_key
+        self.key = key if key is not None else s3_key
+        self.retry = retry or RetryPolicy()
+        self.checksum = checksum
+        self.extra_args = dict(extra_args or {})
+        self.concurrency = max(1, int(concurrency))
+        self.sizer = PartSizer(part_size, size_hint)
+        self.where = s3_url(bucket, s3_key)
+        self.info: UploadInfo | None = None
+
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._slots = threading.Semaphore(self.concurrency)
+        self._pool: ThreadPoolExecutor | None = None
+        self._futures: list[Future[None]] = []
+        self._free: list[bytearray] = []
+        self._parts: dict[int, _Part] = {}
+        self._error: BaseException | None = None
+        self._upload_id: str | None = None
+        self._next_part = 1
+        self._buf: bytearray | None = None
+        self._fill = 0
+        self._size = 0
+        self._state = "open"  # open -> committing -> committed | aborted
+
+    # -- the ObjectWriter interface ------------------------------------------------------
+
+    def write(self, data: Buffer) -> int:
+        """Append `data` (copied once; the caller may reuse its buffer on return)."""
+        self._check_writable()
+        view = memoryview(data)
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
+        n = view.nbytes
+        pos = 0
+        while pos < n:
+            buf = self._current_buffer()
+            take = min(n - pos, len(buf) - self._fill)
+            buf[self._fill : self._fill + take] = view[pos : pos + take]
+            self._fill += take
+            pos += take
+            self._size += take
+        return n
+
+    def write_from(self, readinto: Callable[[memoryview], int | None]) -> int:
+        """Fill parts straight from a source's readinto (a pipe, a file) until EOF: no copy at all."""
+        self._check_writable()
+        total = 0
+        while True:
+            buf = self._current_buffer()
+            n = readinto(memoryview(buf)[self._fill :])
+            if not n:
+                return total
+            self._fill += n
+            self._size += n
+            total += n
+
+    def commit(self) -> UploadInfo:
+        """Upload what is left, wait for every part, complete and verify; then the object is visible."""
+        self._check_writable()
+        self._state = "committing"
+        try:
+            info = self._put_single() if self._upload_id is None else self._complete()
+        except BaseException as err:
+            self.abort()
+            if isinstance(err, BackupPipelinesError):
+                raise
+            if isinstance(err, Exception):
+                raise storage_error(err, action="upload", bucket=self.bucket, key=self.s3_key) from None
+            raise
+        self._state = "committed"
+        self.info = info
+        return info
+
+    def abort(self) -> None:
+        """Stop, drop the parts and abort the multipart upload. Idempotent; never raises for cleanup."""
+        with self._lock:
+            if self._state in ("aborted", "committed"):
+                return
+            self._state = "aborted"
+        self._cancel.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buf = None
+        self._free.clear()
+        upload_id, self._upload_id = self._upload_id, None
+        if upload_id is None:
+            return
+        try:
+            self.retry.call(
+                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id),
+                what=f"abort multipart upload of {self.where}",
+            )
+        except Exception as err:
+            if error_code(err) == "NoSuchUpload":
+                return
+            log.warning(
+                "could not abort the multipart upload %s of %s: %s; its parts stay billed until "
+                "cleanup_incomplete() or a lifecycle rule removes them",
+                upload_id, self.where, err,
+            )
+
+    def __enter__(self) -> MultipartUpload:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    # -- writing ----------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._state != "open":
+            raise StorageError(f"the upload of {self.where} is already {self._state}", key=self.where)
+        if self._error is not None:
+            self._fail()
+
+    def _fail(self) -> None:
+        err = self._error
+        self.abort()
+        assert err is not None
+        if isinstance(err, BackupPipelinesError):
+            raise err
+        raise storage_error(err, action="upload", bucket=self.bucket, key=self.s3_key,
+                            attempts=self.retry.max_attempts) from None
+
+    def _current_buffer(self) -> bytearray:
+        """The part being filled; a full one is handed to the pool only when more data arrives,
+        so a stream that ends exactly on a part boundary never uploads an empty last part."""
+        buf = self._buf
+        if buf is None:
+            buf = self._buf = bytearray(self.sizer.size(1))
+        elif self._fill == len(buf):
+            self._submit(buf)
+            if self._next_part > MAX_PARTS:
+                self._error = StorageError(
+                    f"{self.where} would exceed S3's limit of {MAX_PARTS} parts / 5 TiB", key=self.where,
+                    hint="split the stream, or pass a size hint so larger parts are used from the start")
+                self._fail()
+            buf = self._buf = self._take_buffer(self.sizer.size(self._next_part))
+            self._fill = 0
+        return buf
+
+    def _take_buffer(self, size: int) -> bytearray:
+        with self._lock:
+            while self._free:
+                buf = self._free.pop()
+                if len(buf) == size:
+                    return buf
+        return bytearray(size)
+
+    def _give_buffer(self, buf: bytearray) -> None:
+        with self._lock:
+            if self._state == "open" and len(self._free) <= self.concurrency:
+                self._free.append(buf)
+
+    def _submit(self, buf: bytearray) -> None:
+        if self._upload_id is None:
+            self._create()
+        self._slots.acquire()  # the in-flight budget: blocks while `concurrency` parts are uploading
+        if self._error is not None or self._cancel.is_set():
+            self._slots.release()
+            if self._error is not None:
+                self._fail()
+            raise StorageError(f"the upload of {self.where} was aborted", key=self.where)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-put")
+        number = self._next_part
+        self._next_part += 1
+        self._futures.append(self._pool.submit(self._upload_part, number, buf))
+
+    def _create(self) -> None:
+        args: dict[str, Any] = dict(self.extra_args)
+        if self.checksum:
+            args.update(ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT")
+        try:
+            resp = self.retry.call(
+                lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.s3_key, **args),
+                what=f"start multipart upload of {self.where}", cancel=self._cancel,
+            )
+        except Exception as err:
+            self._state = "aborted"
+            raise storage_error(err, action="start uploading", bucket=self.bucket, key=self.s3_key) from None
+        self._upload_id = resp["UploadId"]
+
+    def _upload_part(self, number: int, buf: bytearray) -> None:
+        try:
+            crc = crc32(buf)
+            args: dict[str, Any] = {}
+            if self.checksum:
+                args["ChecksumCRC32"] = crc32_to_b64(crc)
+
+            def attempt() -> Any:
+                resp = self.client.upload_part(Bucket=self.bucket, Key=self.s3_key, UploadId=self._upload_id,
+                                               PartNumber=number, Body=buf, **args)
+                echoed = resp.get("ChecksumCRC32")
+                if self.checksum and echoed and crc32_from_b64(echoed) != crc:
+                    raise Retryable(f"S3 computed a different CRC-32 for part {number}")
+                return resp
+
+            resp = self.retry.call(attempt, what=f"upload part {number} of {self.where}", cancel=self._cancel)
+            with self._lock:
+                self._parts[number] = _Part(number, len(buf), crc, resp["ETag"])
+        except BaseException as err:
+            with self._lock:
+                if self._error is None and not self._cancel.is_set():
+                    self._error = _PartError(number, err)
+            self._cancel.set()  # stop the other parts' retries: the upload is lost anyway
+        finally:
+            self._give_buffer(buf)
+            self._slots.release()
+
+    # -- committing -------------------------------------------------------------------
+
+    def _put_single(self) -> UploadInfo:
+        body = self._buf if self._buf is not None else bytearray()
+        self._buf = None
+        del body[self._fill :]  # shrink in place: no copy of the payload
+        crc = crc32(body)
+        md5 = hashlib.md5(body, usedforsecurity=False).digest()
+        args: dict[str, Any] = dict(self.extra_args)
+        args["ContentMD5"] = base64.b64encode(md5).decode("ascii")
+        if self.checksum:
+            args["ChecksumCRC32"] = crc32_to_b64(crc)
+
+        def attempt() -> Any:
+            resp = self.client.put_object(Bucket=self.bucket, Key=self.s3_key, Body=body, **args)
+            etag = str(resp.get("ETag", "")).strip('"')
+            if _etag_is_md5(resp, etag) and etag != md5.hex():
+                raise Retryable(f"the stored object's MD5 {etag} differs from the {md5.hex()} sent")
+            return resp
+
+        try:
+            resp = self.retry.call(attempt, what=f"put {self.where}", cancel=self._cancel)
+        except Retryable as err:
+            self._delete_quietly()
+            raise IntegrityError(f"{self.where} was stored corrupted: {err}", key=self.where,
+                                 hint="the data was damaged between this host and S3; rerun the upload") from None
+        except Exception as err:
+            raise storage_error(err, action="upload", bucket=self.bucket, key=self.s3_key,
+                                attempts=self.retry.max_attempts) from None
+        return UploadInfo(self.key, len(body), datetime.now(UTC), etag=resp.get("ETag", ""), crc32=crc, parts=0)
+
+    def _complete(self) -> UploadInfo:
+        last = self._buf
+        self._buf = None
+        if last is not None and self._fill:
+            del last[self._fill :]
+            self._submit(last)
+        assert self._pool is not None
+        self._pool.shutdown(wait=True)
+        if self._error is not None:
+            self._fail()
+        parts = [self._parts[n] for n in sorted(self._parts)]
+        if [p.number for p in parts] != list(range(1, self._next_part)):
+            raise StorageError(f"internal error: parts missing for {self.where}", key=self.where)
+        total_crc = 0
+        for p in parts:
+            total_crc = crc32_combine(total_crc, p.crc, p.size)
+        entries: list[dict[str, Any]] = []
+        for p in parts:
+            entry: dict[str, Any] = {"PartNumber": p.number, "ETag": p.etag}
+            if self.checksum:
+                entry["ChecksumCRC32"] = crc32_to_b64(p.crc)
+            entries.append(entry)
+        args: dict[str, Any] = {}
+        if self.checksum:
+            args.update(ChecksumCRC32=crc32_to_b64(total_crc), ChecksumType="FULL_OBJECT")
+        upload_id = self._upload_id
+
+        def attempt() -> Any:
+            return self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id, MultipartUpload={"Parts": entries}, **args)
+
+        try:
+            resp = self.retry.call(attempt, what=f"complete {self.where}", cancel=self._cancel)
+        except Exception as err:
+            if error_code(err) != "NoSuchUpload":
+                raise storage_error(err, action="complete the upload of", bucket=self.bucket, key=self.s3_key,
+                                    attempts=self.retry.max_attempts) from None
+            # A retried Complete whose first try succeeded: the object is there if HEAD agrees.
+            resp = {"ETag": ""}
+        self._upload_id = None  # completed: nothing left to abort
+        etag = str(resp.get("ETag", ""))
+        self._verify_completed(etag, total_crc, len(parts))
+        return UploadInfo(self.key, self._size, datetime.now(UTC), etag=etag, crc32=total_crc, parts=len(parts))
+
+    def _verify_completed(self, etag: str, crc: int, nparts: int) -> None:
+        """HEAD the new object: size, and the FULL_OBJECT CRC the server computed from what it got."""
+        try:
+            head = self.retry.call(
+                lambda: self.client.head_object(Bucket=self.bucket, Key=self.s3_key, ChecksumMode="ENABLED"),
+                what=f"verify {self.where}",
+            )
+        except Exception as err:
+            raise storage_error(err, action="verify the completed upload of", bucket=self.bucket,
+                                key=self.s3_key) from None
+        head_etag = str(head.get("ETag", ""))
+        if etag and head_etag and head_etag != etag:
+            log.warning("%s was replaced by another writer right after this upload completed", self.where)
+            return
+        if not etag and not head_etag.strip('"').endswith(f"-{nparts}"):
+            raise StorageError(f"the upload of {self.where} vanished during completion", key=self.where,
+                               hint="rerun the upload")
+        problems = []
+        if int(head.get("ContentLength", -1)) != self._size:
+            problems.append(f"S3 holds {head.get('ContentLength')} bytes, {self._size} were sent")
+        stored = crc32_from_b64(str(head.get("ChecksumCRC32", "")))
+        if self.checksum and stored is not None and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" \
+                and stored != crc:
+            problems.append(f"S3 computed CRC-32 {crc32_to_b64(stored)}, the stream had {crc32_to_b64(crc)}")
+        if problems:
+            self._delete_quietly()
+            raise IntegrityError(
+                f"{self.where} arrived damaged: " + "; ".join(problems),
+                key=self.where,
+                hint="the object was deleted; data was corrupted between this host and S3 (check NICs, "
+                "proxies, the storage service), then rerun",
+            )
+
+    def _delete_quietly(self) -> None:
+        try:
+            self.retry.call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.s3_key),
+                            what=f"delete damaged {self.where}")
+        except Exception as err:
+            log.error("could not delete the damaged object %s: %s", self.where, err)
+
+
+class _PartError(Exception):
+    """Carries the part number with the error that lost it."""
+
+    def __init__(self, number: int, err: BaseException) -> None:
+        super().__init__(f"part {number}: {err}")
+        self.number = number
+        self.err = err
+
+
+def _etag_is_md5(resp: dict[str, Any], etag: str) -> bool:
+    """S3 ETags are the body's MD5 except with SSE-KMS/SSE-C (and for multipart objects)."""
+    if resp.get("SSEKMSKeyId") or resp.get("SSECustomerAlgorithm"):
+        return False
+    if resp.get("ServerSideEncryption") in ("aws:kms", "aws:kms:dsse"):
+        return False
+    return len(etag) == 32 and all(c in "0123456789abcdef" for c in etag)

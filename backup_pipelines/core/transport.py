@@ -1,0 +1,240 @@
+"""Running the CLI on a worker (database) host: locally, or over SSH with a per-host key.
+
+The backup pipeline must run where the datadir is, so backup bytes never cross the
+orchestrator. The orchestrator only sends a command line and gets JSON back: the same
+`backup-pipelines ... --json` an operator would type on that host. A remote failure
+comes back as the same typed error (by exit code) with the remote message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import LocalTransport, SSHTransport
+from .errors import (
+    BackupPipelinesError,
+    ConfigError,
+    ExitCode,
+    IntegrityError,
+    LockedError,
+    NotFoundError,
+    RefusedError,
+    StorageError,
+    ToolError,
+    TransportError,
+    VerificationFailed,
+    tail,
+)
+
+log = logging.getLogger(__name__)
+
+_BY_CODE: dict[int, type[BackupPipelinesError]] = {
+    ExitCode.USAGE: ConfigError,
+    ExitCode.NOT_FOUND: NotFoundError,
+    ExitCode.INTEGRITY: IntegrityError,
+    ExitCode.TOOL_FAILED: ToolError,
+    ExitCode.STORAGE: StorageError,
+    ExitCode.VERIFY_FAILED: VerificationFailed,
+    ExitCode.REFUSED: RefusedError,
+    ExitCode.LOCKED: LockedError,
+    ExitCode.TRANSPORT: TransportError,
+}
+_PREFIX = re.compile(r"^backup-pipelines: (error|internal error): ", re.M)
+
+
+@dataclass(frozen=True)
+class Completed:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Worker(ABC):
+    """Where a host's commands run."""
+
+    host: str
+
+    @abstractmethod
+    def argv(self, cli_args: list[str]) -> list[str]:
+        """The full command line that runs `backup-pipelines <cli_args>` on the worker."""
+
+    def describe(self) -> str:
+        return self.host
+
+    def run(
+        self,
+        cli_args: list[str],
+        *,
+        timeout: float | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
+    ) -> Completed:
+        argv = self.argv(cli_args)
+        log.info("on %s: backup-pipelines %s", self.describe(), shlex.join(cli_args))
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        except OSError as err:
+            raise TransportError(
+                f"cannot start {argv[0]}: {err.strerror}", host=self.host, command=shlex.join(argv)
+            ) from None
+        err_lines: list[str] = []
+        assert proc.stderr is not None and proc.stdout is not None
+        # stderr is read line by line so progress and warnings reach the caller's log live.
+        out_chunks: list[str] = []
+        reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        for line in proc.stderr:
+            err_lines.append(line)
+            if on_stderr_line:
+                on_stderr_line(line.rstrip("\n"))
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise TransportError(
+                f"command on {self.describe()} timed out after {timeout}s",
+                host=self.host,
+                command=shlex.join(cli_args),
+            ) from None
+        reader.join()
+        return Completed(argv, rc, "".join(out_chunks), "".join(err_lines))
+
+    def run_json(
+        self,
+        cli_args: list[str],
+        *,
+        timeout: float | None = None,
+        on_stderr_line: Callable[[str], None] | None = None,
+        ok_codes: tuple[int, ...] = (0,),
+    ) -> Any:
+        """Run a `--json` command; return its parsed output or raise the remote error, typed."""
+        res = self.run(cli_args, timeout=timeout, on_stderr_line=on_stderr_line)
+        if res.returncode not in ok_codes:
+            raise self._error(res, cli_args)
+        try:
+            return json.loads(res.stdout)
+        except ValueError:
+            raise TransportError(
+                f"backup-pipelines on {self.describe()} printed no JSON result",
+                host=self.host,
+                command=shlex.join(cli_args),
+                stderr_tail=tail(res.stderr),
+                hint="check that the same backup-pipelines version is installed on the worker",
+            ) from None
+
+    def _error(self, res: Completed, cli_args: list[str]) -> BackupPipelinesError:
+        text = res.stderr.strip()
+        m = list(_PREFIX.finditer(text))
+        message = text[m[-1].end() :].strip() if m else ""
+        cls = _BY_CODE.get(res.returncode)
+        if cls is None or not message:
+            return self._transport_error(res, cli_args)
+        first, _, rest = message.partition("\n")
+        err = cls(f"on worker {self.describe()}: {first}", host=self.host, command=shlex.join(cli_args))
+        err.stderr_tail = rest.strip() or None
+        return err
+
+    def _transport_error(self, res: Completed, cli_args: list[str]) -> BackupPipelinesError:
+        return TransportError(
+            f"backup-pipelines on {self.describe()} exited with status {res.returncode}",
+            host=self.host,
+            command=shlex.join(cli_args),
+            stderr_tail=tail(res.stderr),
+        )
+
+
+class LocalWorker(Worker):
+    """The worker is this machine: run the CLI as a child process with the given config."""
+
+    def __init__(self, host: str, config_path: Path | str, spec: LocalTransport | None = None) -> None:
+        self.host = host
+        self.config_path = str(config_path)
+        self.command = (
+            shlex.split(spec.command)
+            if spec and spec.command
+            else [sys.executable, "-m", "backup_pipelines.cli"]
+        )
+
+    def argv(self, cli_args: list[str]) -> list[str]:
+        return [*self.command, "-c", self.config_path, *cli_args]
+
+    def describe(self) -> str:
+        return f"{self.host} (local)"
+
+
+class SSHWorker(Worker):
+    """The worker is the database host: run its installed CLI over SSH, non-interactively."""
+
+    def __init__(self, host: str, spec: SSHTransport, ssh_binary: str = "ssh") -> None:
+        self.host = host
+        self.spec = spec
+        self.ssh_binary = ssh_binary
+
+    def ssh_args(self) -> list[str]:
+        s = self.spec
+        args = [
+            self.ssh_binary,
+            "-p",
+            str(s.port),
+            "-o",
+            "BatchMode=yes",  # never prompt for a password or passphrase
+            "-o",
+            f"ConnectTimeout={s.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=30",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        if s.key_file:
+            args += ["-i", str(s.key_file), "-o", "IdentitiesOnly=yes"]
+        if s.known_hosts_file:
+            args += ["-o", f"UserKnownHostsFile={s.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
+        return [*args, f"{s.user}@{s.host}"]
+
+    def argv(self, cli_args: list[str]) -> list[str]:
+        remote = [*shlex.split(self.spec.remote_command), "-c", self.spec.remote_config, *cli_args]
+        return [*self.ssh_args(), "--", shlex.join(remote)]
+
+    def describe(self) -> str:
+        return f"{self.host} (ssh {self.spec.user}@{self.spec.host}:{self.spec.port})"
+
+    def _transport_error(self, res: Completed, cli_args: list[str]) -> BackupPipelinesError:
+        if res.returncode == 255:
+            return TransportError(
+                f"cannot reach worker {self.describe()} over SSH",
+                host=self.host,
+                command=shlex.join(cli_args),
+                stderr_tail=tail(res.stderr),
+                hint="check the host is up, the key_file is authorised there and known_hosts_file "
+                "holds its host key",
+            )
+        if res.returncode == 127:
+            return TransportError(
+                f"{self.spec.remote_command!r} is not installed on {self.describe()}",
+                host=self.host,
+                stderr_tail=tail(res.stderr),
+                hint="install backup-pipelines on the database host or set transport.remote_command",
+            )
+        return super()._transport_error(res, cli_args)
+
+
+def worker_for(host: str, spec: LocalTransport | SSHTransport, config_path: Path | str) -> Worker:
+    if isinstance(spec, SSHTransport):
+        return SSHWorker(host, spec)
+    return LocalWorker(host, config_path, spec)
