@@ -159,6 +159,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.passed else int(ExitCode.VERIFY_FAILED)
 
 
+def cmd_staging_restore(args: argparse.Namespace) -> int:
+    from .core.staging import staging_restore
+
+    with _session(args) as s:
+        report = staging_restore(
+            s, args.target, args.host, backup_id=args.backup_id, at=args.at, raise_on_failure=False
+        )
+    if args.json:
+        _print_json(report.model_dump(mode="json"))
+    else:
+        print(
+            f"staging target {args.target} now runs {report.backup_id} of {report.host}: "
+            f"{len(report.tables)} tables checked ({'PASSED' if report.passed else 'FAILED'}), "
+            f"restore {report.restore_seconds:.1f}s"
+        )
+        for p in report.problems:
+            print(f"  problem: {p}")
+    return 0 if report.passed else int(ExitCode.VERIFY_FAILED)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .core.integrity import check_catalog
 
@@ -195,6 +215,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     from .core.crypto import generate_key_text
 
     print(generate_key_text())
+    return 0
+
+
+def cmd_demo_env(args: argparse.Namespace) -> int:
+    from .demo import ensure_demo_environment, stop_demo_environment
+
+    if args.action == "up":
+        path = ensure_demo_environment(Path(args.work_dir))
+        print(path)
+    else:
+        print("stopped" if stop_demo_environment(Path(args.work_dir)) else "not running")
     return 0
 
 
@@ -248,6 +279,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
 
+    st = sub.add_parser(
+        "staging-restore", help="stop a staging server, restore a point into it, start, check"
+    )
+    st.add_argument("--target", required=True, help="a staging: entry of the config (must say staging: true)")
+    st.add_argument("--host", required=True, help="whose backups to restore")
+    g = st.add_mutually_exclusive_group()
+    g.add_argument("--backup-id")
+    g.add_argument("--at")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_staging_restore)
+
     c = sub.add_parser("check", help="catalog integrity: checksums, objects present, LSN continuity")
     c.add_argument("--host", required=True)
     c.add_argument("--json", action="store_true")
@@ -263,10 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     kg.set_defaults(func=cmd_keygen)
 
     d = sub.add_parser("demo", help="full + 2 incrementals + restore + verify on a throwaway local MariaDB")
-    d.add_argument("--work-dir", default=os.environ.get("BACKUP_PIPELINES_DEMO_DIR", ".demo"))
+    d.add_argument("--work-dir", default=".demo/run")
     d.add_argument("--rows", type=int, default=20000)
     d.add_argument("--keep", action="store_true", help="keep the demo's server data and repository")
     d.set_defaults(func=cmd_demo)
+
+    de = sub.add_parser("demo-env", help="a persistent demo estate (server, config, keys) for the Dagster UI")
+    de.add_argument("action", choices=["up", "down"])
+    de.add_argument("--work-dir", default=os.environ.get("BACKUP_PIPELINES_DEMO_DIR", ".demo/dagster"))
+    de.set_defaults(func=cmd_demo_env)
     return p
 
 

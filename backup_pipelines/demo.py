@@ -120,6 +120,66 @@ def write_round(server: MariaDBServer, n: int, rows: int) -> None:
         server.sql("DROP TABLE shop.audit")
 
 
+def ensure_demo_environment(work: Path, *, start_server: bool = True) -> Path:
+    """A persistent demo estate for the Dagster UI: config, keys, and (on demand) a running server.
+
+    Idempotent: reuses what exists, starts the server only if it is not already running.
+    Returns the config path. Used by `demo-env up` and by the code location on embedded defaults.
+    """
+    work = work.absolute()
+    config_path = work / "config.yaml"
+    secrets = work / "secrets"
+    if not config_path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        (work / MARKER).write_text("created by backup-pipelines demo-env; safe to delete\n")
+        secrets.mkdir(mode=0o700, exist_ok=True)
+        if not (secrets / "demo.password").exists():
+            _write_secret(secrets / "demo.password", generate_key_text()[-24:])
+        if not (secrets / "repo.key").exists():
+            _write_secret(secrets / "repo.key", generate_key_text())
+        server = MariaDBServer(work / "mariadb" / "data", work / "mariadb" / "run")
+        config_path.write_text(yaml.safe_dump(demo_config(work, server), sort_keys=False))
+    if start_server:
+        _ensure_server(work)
+    return config_path
+
+
+def _ensure_server(work: Path) -> MariaDBServer:
+    datadir = work / "mariadb" / "data"
+    server = MariaDBServer(datadir, work / "mariadb" / "run", log_bin=True)
+    fresh = not datadir.exists()
+    if fresh:
+        MariaDBServer.initialize(datadir)
+    try:
+        server.connect().close()
+        return server  # already running
+    except Exception:
+        pass
+    server.start()
+    server.proc = None  # detach: the server outlives this process; `demo-env down` stops it
+    if fresh:
+        create_backup_user(server, (work / "secrets" / "demo.password").read_text().strip())
+        load_sample(server, 20000)
+    return server
+
+
+def stop_demo_environment(work: Path) -> bool:
+    import signal
+
+    pid_file = work.absolute() / "mariadb" / "run" / "mysqld.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
+    except (ProcessLookupError, ValueError):
+        return False
+    for _ in range(600):
+        if not pid_file.exists():
+            break
+        time.sleep(0.1)
+    return True
+
+
 def _fingerprint(server: MariaDBServer) -> dict[str, Any]:
     with server.connect() as conn:
         return {k: v for k, v in table_fingerprints(conn, include_mysql=False).items()}

@@ -107,7 +107,32 @@ class Schedules(_Model):
     base_cron: str = "0 1 * * *"
     incremental_minutes: Annotated[int, Field(ge=1, le=1440)] = 15
     dump_cron: str = "30 2 * * *"
-    offsite_cron: str = "0 4 * * *"
+
+    @field_validator("incremental_minutes")
+    @classmethod
+    def _tiles_the_day(cls, v: int) -> int:
+        if (v < 60 and 60 % v) or (v >= 60 and (v % 60 or 1440 % v)):
+            raise ValueError(
+                "must divide an hour (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or be whole hours "
+                "dividing a day (60, 120, 180, 240, 360, 480, 720, 1440)"
+            )
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (use an IANA name such as Europe/London)") from None
+        return v
+
+    @property
+    def incremental_cron(self) -> str:
+        m = self.incremental_minutes
+        return f"*/{m} * * * *" if m < 60 else ("0 0 * * *" if m == 1440 else f"0 */{m // 60} * * *")
 
 
 class HostConfig(_Model):
@@ -142,8 +167,10 @@ class StagingTarget(_Model):
     """A server that staging restores may overwrite. `staging: true` is the safety catch."""
 
     staging: bool = False
-    source_host: str | None = None  # default: the staging partition's host
+    source_host: str | None = None  # restore this host's backups here; None: any host
     datadir: Path
+    owner: str | None = None  # chown the restored datadir (e.g. mysql) when running as root
+    server_binary: str | None = None
     socket: Path | None = None
     host: str | None = None
     port: int | None = None
@@ -179,12 +206,31 @@ class OffsiteConfig(_Model):
         return self
 
 
+MAX_PARTITIONS = 100_000  # Dagster's guidance per asset
+
+
+class Orchestration(_Model):
+    """How the Dagster code location drives the fleet."""
+
+    # Restore points (verification, staging) are daily partitions over this rolling window:
+    # restores can only reach what retention keeps, so the partition count never grows with age.
+    restore_window_days: Annotated[int, Field(ge=2, le=3660)] = 60
+    verify_transport: Transport = LocalTransport()  # where verification sandboxes run
+    retry_max: Annotated[int, Field(ge=0, le=10)] = 3
+    retry_delay_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # A scheduled backup run that starts later than this after its tick is refused, not
+    # silently labelled with the old time (the daemon was down, or the queue was stuck).
+    max_schedule_lag_minutes: Annotated[float, Field(gt=0)] = 30.0
+    timeout_minutes: Annotated[float, Field(gt=0)] = 720.0
+
+
 class Config(_Model):
     repository: RepositoryConfig
     hosts: dict[str, HostConfig]
     staging: dict[str, StagingTarget] = {}
     offsite: OffsiteConfig | None = None
     notifications: NotificationConfig = NotificationConfig()
+    orchestration: Orchestration = Orchestration()
     work_dir: Path = Path("/var/tmp/backup-pipelines")
     orphan_grace_hours: Annotated[float, Field(ge=0)] = 6.0
 
@@ -195,6 +241,22 @@ class Config(_Model):
             if not HOST_NAME.match(name):
                 raise ValueError(f"host name {name!r} must match {HOST_NAME.pattern}")
         return v
+
+    @model_validator(mode="after")
+    def _partition_budget(self) -> Config:
+        n = max(len(self.hosts), 1) * self.orchestration.restore_window_days
+        if n > MAX_PARTITIONS // 2:
+            raise ValueError(
+                f"{len(self.hosts)} hosts x {self.orchestration.restore_window_days} restore-window days"
+                f" = {n} restore-point partitions; keep it under {MAX_PARTITIONS // 2} (half Dagster's per-asset "
+                "guidance) by shortening orchestration.restore_window_days"
+            )
+        for name, target in self.staging.items():
+            if target.source_host is not None and target.source_host not in self.hosts:
+                raise ValueError(
+                    f"staging.{name}.source_host {target.source_host!r} is not a configured host"
+                )
+        return self
 
     def host(self, name: str) -> HostConfig:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from .catalog import PHYSICAL, BackupManifest, Catalog
+from .errors import ChainError
 
 
 def chains_of(backups: list[BackupManifest]) -> dict[str, list[BackupManifest]]:
@@ -43,12 +44,30 @@ def check_catalog(catalog: Catalog, host: str) -> dict[str, Any]:
         elif (m.to_lsn or 0) < (m.from_lsn or 0):
             problems.append(f"{m.id}: to_lsn {m.to_lsn} is before from_lsn {m.from_lsn}")
     chains = chains_of(backups)
-    newest = backups[-1] if backups else None
+    physical = [m for m in backups if m.kind in PHYSICAL]
+    newest = physical[-1] if physical else None
     return {
         "host": host,
         "backups": len(backups),
         "chains": len(chains),
         "newest_id": newest.id if newest else None,
+        "newest_kind": newest.kind if newest else None,
         "newest_finished_at": newest.finished_at.isoformat() if newest else None,
+        "newest_chain": newest_chain(catalog, newest) if newest else None,
         "problems": problems,
+    }
+
+
+def newest_chain(catalog: Catalog, newest: BackupManifest) -> dict[str, Any]:
+    """Can the newest point be restored from what the catalog holds? (no data is read)"""
+    try:
+        chain = catalog.chain(newest.host, newest.id)
+    except ChainError as err:
+        return {"ids": [], "restorable": False, "problems": [err.message], "fetch_bytes": 0}
+    problems = [p for m in chain for p in catalog.check_objects(m)]
+    return {
+        "ids": [m.id for m in chain],
+        "restorable": not problems,
+        "problems": problems,
+        "fetch_bytes": sum(o.size for m in chain for o in m.objects),
     }

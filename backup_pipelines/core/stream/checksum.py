@@ -1,7 +1,8 @@
 """CRC-32 helpers: S3's base64 encoding and combining per-part CRCs into a whole-object CRC.
 
 CRC-32 (zlib's polynomial) is the cheapest checksum S3 verifies that the standard library
-computes (zlib releases the GIL, so parts are summed in parallel). Each part's CRC is
+computes (zlib releases the GIL, so parts are summed in parallel); the `isal` or `zlib-ng`
+packages, when installed, compute the same CRC about three times faster. Each part's CRC is
 computed once, in the worker that uploads it, and the whole-object CRC is derived from the
 part CRCs with `crc32_combine` instead of a second pass over the data.
 """
@@ -12,6 +13,7 @@ import base64
 import binascii
 import json
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -20,8 +22,28 @@ from ..repository.base import Buffer
 _POLY = 0xEDB88320  # reflected CRC-32 polynomial
 
 
+def _fast_crc32() -> Callable[[Buffer, int], int]:
+    """ISA-L's or zlib-ng's CRC-32 (carry-less multiply, ~3x zlib's) when installed, else zlib's."""
+    try:
+        from isal.isal_zlib import crc32 as isal_crc32
+
+        return isal_crc32  # type: ignore[no-any-return]
+    except ImportError:
+        pass
+    try:
+        from zlib_ng.zlib_ng import crc32 as ng_crc32
+
+        return ng_crc32  # type: ignore[no-any-return]
+    except ImportError:
+        return zlib.crc32
+
+
+_crc32 = _fast_crc32()
+
+
 def crc32(data: Buffer, value: int = 0) -> int:
-    return zlib.crc32(data, value)
+    """zlib-compatible CRC-32 (the polynomial S3 calls CRC32)."""
+    return _crc32(data, value)
 
 
 def _multmodp(a: int, b: int) -> int:
@@ -103,8 +125,13 @@ class ChecksumRecord:
     etag: str = ""
 
     def to_json(self) -> bytes:
-        doc = {"version": 1, "algorithm": "crc32", "size": self.size, "crc32": crc32_to_b64(self.crc32),
-               "etag": self.etag}
+        doc = {
+            "version": 1,
+            "algorithm": "crc32",
+            "size": self.size,
+            "crc32": crc32_to_b64(self.crc32),
+            "etag": self.etag,
+        }
         return json.dumps(doc, sort_keys=True).encode() + b"\n"
 
     @classmethod

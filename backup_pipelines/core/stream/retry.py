@@ -84,7 +84,9 @@ def is_retryable(err: BaseException) -> bool:
         return True
     if isinstance(err, ClientError):
         status = http_status(err)
-        return error_code(err) in RETRYABLE_CODES or (status is not None and (status >= 500 or status in (408, 429)))
+        return error_code(err) in RETRYABLE_CODES or (
+            status is not None and (status >= 500 or status in (408, 429))
+        )
     if isinstance(
         err,
         BotoConnectionError
@@ -153,6 +155,11 @@ class RetryPolicy:
             except Exception as err:
                 if attempt >= self.max_attempts or not retryable(err):
                     raise
-                log.warning("%s failed (attempt %d/%d): %s; retrying", what, attempt, self.max_attempts,
-                            describe_error(err))
+                log.warning(
+                    "%s failed (attempt %d/%d): %s; retrying",
+                    what,
+                    attempt,
+                    self.max_attempts,
+                    describe_error(err),
+                )
                 self.wait(attempt, cancel)

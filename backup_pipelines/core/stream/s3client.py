@@ -20,10 +20,12 @@ container or instance roles); nothing here reads, logs or stores them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     ClientError,
@@ -75,16 +77,37 @@ def make_client(
         s3={"payload_signing_enabled": False, "addressing_style": "path" if path_style else "auto"},
         user_agent_extra="backup-pipelines",
     )
-    # A session per client: boto3's default session is not meant to be shared across threads.
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    with _CLIENT_LOCK:
+        return _new_session().client("s3", endpoint_url=endpoint_url, config=config)
+
+
+_CLIENT_LOCK = threading.Lock()
+_LOADER: Any = None
+
+
+def _new_session() -> boto3.session.Session:
+    """A fresh session (credentials and config resolved now) sharing the parsed API models.
+
+    Sessions are not thread-safe, so each client gets its own; parsing botocore's JSON
+    models is most of the ~100 ms a new session's first client costs, and that part is
+    immutable, so the loader is shared (a new client then takes ~20 ms).
+    """
+    global _LOADER
+    bc = botocore.session.get_session()
+    if _LOADER is None:
+        _LOADER = bc.get_component("data_loader")
+    else:
+        bc.register_component("data_loader", _LOADER)
+    return boto3.session.Session(botocore_session=bc)
 
 
 def s3_url(bucket: str, key: str | None = None) -> str:
     return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
-def storage_error(err: BaseException, *, action: str, bucket: str, key: str | None = None,
-                  attempts: int | None = None) -> BackupPipelinesError:
+def storage_error(
+    err: BaseException, *, action: str, bucket: str, key: str | None = None, attempts: int | None = None
+) -> BackupPipelinesError:
     """Map a botocore/socket error to the operator-facing error for `action` on bucket/key."""
     if isinstance(err, BackupPipelinesError):
         return err
@@ -101,8 +124,11 @@ def storage_error(err: BaseException, *, action: str, bucket: str, key: str | No
                 hint="create the bucket, or fix the bucket name in the repository URL and the endpoint_url",
             )
         if code in NOT_FOUND_CODES or status == 404:
-            return NotFoundError(f"{where} does not exist", key=where,
-                                 hint="check the key or prefix; list the repository to see what is stored")
+            return NotFoundError(
+                f"{where} does not exist",
+                key=where,
+                hint="check the key or prefix; list the repository to see what is stored",
+            )
         if code == "NoSuchUpload":
             return StorageError(
                 f"the multipart upload for {where} no longer exists (aborted by another process or a "
@@ -111,8 +137,11 @@ def storage_error(err: BaseException, *, action: str, bucket: str, key: str | No
                 hint="rerun the upload; check for lifecycle rules that abort incomplete uploads too early",
             )
         if code in ("PreconditionFailed", "412") or status == 412:
-            return IntegrityError(f"{where} changed while it was being read", key=where,
-                                  hint="another writer replaced the object; read it again")
+            return IntegrityError(
+                f"{where} changed while it was being read",
+                key=where,
+                hint="another writer replaced the object; read it again",
+            )
         if code in CREDENTIAL_CODES:
             return StorageError(
                 f"S3 rejected the credentials while trying to {action} {where}: {describe_error(err)}",

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +48,7 @@ MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * TiB
 FLAT_PARTS = 1000  # parts kept at the base size before growth starts
-STEP_ALIGN = 64 * 1024
+STEP_ALIGN = 4096  # page-aligned part sizes
 
 
 class PartSizer:
@@ -143,7 +143,6 @@ class MultipartUpload:
         self._cancel = threading.Event()
         self._slots = threading.Semaphore(self.concurrency)
         self._pool: ThreadPoolExecutor | None = None
-        self._futures: list[Future[None]] = []
         self._free: list[bytearray] = []
         self._parts: dict[int, _Part] = {}
         self._error: BaseException | None = None
@@ -212,6 +211,8 @@ class MultipartUpload:
         self._cancel.set()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        for _ in range(self.concurrency):
+            self._slots.release()  # wake a writer blocked on the budget (cancelled parts never release)
         self._buf = None
         self._free.clear()
         upload_id, self._upload_id = self._upload_id, None
@@ -219,7 +220,9 @@ class MultipartUpload:
             return
         try:
             self.retry.call(
-                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id),
+                lambda: self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id
+                ),
                 what=f"abort multipart upload of {self.where}",
             )
         except Exception as err:
@@ -228,7 +231,9 @@ class MultipartUpload:
             log.warning(
                 "could not abort the multipart upload %s of %s: %s; its parts stay billed until "
                 "cleanup_incomplete() or a lifecycle rule removes them",
-                upload_id, self.where, err,
+                upload_id,
+                self.where,
+                err,
             )
 
     def __enter__(self) -> MultipartUpload:
@@ -251,13 +256,18 @@ class MultipartUpload:
             self._fail()
 
     def _fail(self) -> None:
+        """Abort, then raise the error that lost the upload (a part's, after its retries)."""
         err = self._error
         self.abort()
         assert err is not None
         if isinstance(err, BackupPipelinesError):
             raise err
-        raise storage_error(err, action="upload", bucket=self.bucket, key=self.s3_key,
-                            attempts=self.retry.max_attempts) from None
+        action = "upload"
+        if isinstance(err, _PartError):
+            action, err = f"upload part {err.number} of", err.err
+        raise storage_error(
+            err, action=action, bucket=self.bucket, key=self.s3_key, attempts=self.retry.max_attempts
+        ) from None
 
     def _current_buffer(self) -> bytearray:
         """The part being filled; a full one is handed to the pool only when more data arrives,
@@ -269,8 +279,10 @@ class MultipartUpload:
             self._submit(buf)
             if self._next_part > MAX_PARTS:
                 self._error = StorageError(
-                    f"{self.where} would exceed S3's limit of {MAX_PARTS} parts / 5 TiB", key=self.where,
-                    hint="split the stream, or pass a size hint so larger parts are used from the start")
+                    f"{self.where} would exceed S3's limit of {MAX_PARTS} parts / 5 TiB",
+                    key=self.where,
+                    hint="split the stream, or pass a size hint so larger parts are used from the start",
+                )
                 self._fail()
             buf = self._buf = self._take_buffer(self.sizer.size(self._next_part))
             self._fill = 0
@@ -301,8 +313,12 @@ class MultipartUpload:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-put")
         number = self._next_part
+        try:
+            self._pool.submit(self._upload_part, number, buf)
+        except RuntimeError:  # the pool was shut down by a concurrent abort()
+            self._slots.release()
+            raise StorageError(f"the upload of {self.where} was aborted", key=self.where) from None
         self._next_part += 1
-        self._futures.append(self._pool.submit(self._upload_part, number, buf))
 
     def _create(self) -> None:
         args: dict[str, Any] = dict(self.extra_args)
@@ -311,7 +327,8 @@ class MultipartUpload:
         try:
             resp = self.retry.call(
                 lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=self.s3_key, **args),
-                what=f"start multipart upload of {self.where}", cancel=self._cancel,
+                what=f"start multipart upload of {self.where}",
+                cancel=self._cancel,
             )
         except Exception as err:
             self._state = "aborted"
@@ -323,11 +340,17 @@ class MultipartUpload:
             crc = crc32(buf)
             args: dict[str, Any] = {}
             if self.checksum:
-                args["ChecksumCRC32"] = crc32_to_b64(crc)
+                args.update(ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_to_b64(crc))
 
             def attempt() -> Any:
-                resp = self.client.upload_part(Bucket=self.bucket, Key=self.s3_key, UploadId=self._upload_id,
-                                               PartNumber=number, Body=buf, **args)
+                resp = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=self.s3_key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    Body=buf,
+                    **args,
+                )
                 echoed = resp.get("ChecksumCRC32")
                 if self.checksum and echoed and crc32_from_b64(echoed) != crc:
                     raise Retryable(f"S3 computed a different CRC-32 for part {number}")
@@ -356,7 +379,8 @@ class MultipartUpload:
         args: dict[str, Any] = dict(self.extra_args)
         args["ContentMD5"] = base64.b64encode(md5).decode("ascii")
         if self.checksum:
-            args["ChecksumCRC32"] = crc32_to_b64(crc)
+            # The algorithm header too: servers that keep the checksum (moto) key it on that header.
+            args.update(ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_to_b64(crc))
 
         def attempt() -> Any:
             resp = self.client.put_object(Bucket=self.bucket, Key=self.s3_key, Body=body, **args)
@@ -369,12 +393,18 @@ class MultipartUpload:
             resp = self.retry.call(attempt, what=f"put {self.where}", cancel=self._cancel)
         except Retryable as err:
             self._delete_quietly()
-            raise IntegrityError(f"{self.where} was stored corrupted: {err}", key=self.where,
-                                 hint="the data was damaged between this host and S3; rerun the upload") from None
+            raise IntegrityError(
+                f"{self.where} was stored corrupted: {err}",
+                key=self.where,
+                hint="the data was damaged between this host and S3; rerun the upload",
+            ) from None
         except Exception as err:
-            raise storage_error(err, action="upload", bucket=self.bucket, key=self.s3_key,
-                                attempts=self.retry.max_attempts) from None
-        return UploadInfo(self.key, len(body), datetime.now(UTC), etag=resp.get("ETag", ""), crc32=crc, parts=0)
+            raise storage_error(
+                err, action="upload", bucket=self.bucket, key=self.s3_key, attempts=self.retry.max_attempts
+            ) from None
+        return UploadInfo(
+            self.key, len(body), datetime.now(UTC), etag=resp.get("ETag", ""), crc32=crc, parts=0
+        )
 
     def _complete(self) -> UploadInfo:
         last = self._buf
@@ -405,20 +435,32 @@ class MultipartUpload:
 
         def attempt() -> Any:
             return self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id, MultipartUpload={"Parts": entries}, **args)
+                Bucket=self.bucket,
+                Key=self.s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": entries},
+                **args,
+            )
 
         try:
             resp = self.retry.call(attempt, what=f"complete {self.where}", cancel=self._cancel)
         except Exception as err:
             if error_code(err) != "NoSuchUpload":
-                raise storage_error(err, action="complete the upload of", bucket=self.bucket, key=self.s3_key,
-                                    attempts=self.retry.max_attempts) from None
+                raise storage_error(
+                    err,
+                    action="complete the upload of",
+                    bucket=self.bucket,
+                    key=self.s3_key,
+                    attempts=self.retry.max_attempts,
+                ) from None
             # A retried Complete whose first try succeeded: the object is there if HEAD agrees.
             resp = {"ETag": ""}
         self._upload_id = None  # completed: nothing left to abort
         etag = str(resp.get("ETag", ""))
         self._verify_completed(etag, total_crc, len(parts))
-        return UploadInfo(self.key, self._size, datetime.now(UTC), etag=etag, crc32=total_crc, parts=len(parts))
+        return UploadInfo(
+            self.key, self._size, datetime.now(UTC), etag=etag, crc32=total_crc, parts=len(parts)
+        )
 
     def _verify_completed(self, etag: str, crc: int, nparts: int) -> None:
         """HEAD the new object: size, and the FULL_OBJECT CRC the server computed from what it got."""
@@ -428,21 +470,29 @@ class MultipartUpload:
                 what=f"verify {self.where}",
             )
         except Exception as err:
-            raise storage_error(err, action="verify the completed upload of", bucket=self.bucket,
-                                key=self.s3_key) from None
+            raise storage_error(
+                err, action="verify the completed upload of", bucket=self.bucket, key=self.s3_key
+            ) from None
         head_etag = str(head.get("ETag", ""))
         if etag and head_etag and head_etag != etag:
             log.warning("%s was replaced by another writer right after this upload completed", self.where)
             return
         if not etag and not head_etag.strip('"').endswith(f"-{nparts}"):
-            raise StorageError(f"the upload of {self.where} vanished during completion", key=self.where,
-                               hint="rerun the upload")
+            raise StorageError(
+                f"the upload of {self.where} vanished during completion",
+                key=self.where,
+                hint="rerun the upload",
+            )
         problems = []
         if int(head.get("ContentLength", -1)) != self._size:
             problems.append(f"S3 holds {head.get('ContentLength')} bytes, {self._size} were sent")
         stored = crc32_from_b64(str(head.get("ChecksumCRC32", "")))
-        if self.checksum and stored is not None and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT" \
-                and stored != crc:
+        if (
+            self.checksum
+            and stored is not None
+            and head.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT"
+            and stored != crc
+        ):
             problems.append(f"S3 computed CRC-32 {crc32_to_b64(stored)}, the stream had {crc32_to_b64(crc)}")
         if problems:
             self._delete_quietly()
@@ -455,8 +505,10 @@ class MultipartUpload:
 
     def _delete_quietly(self) -> None:
         try:
-            self.retry.call(lambda: self.client.delete_object(Bucket=self.bucket, Key=self.s3_key),
-                            what=f"delete damaged {self.where}")
+            self.retry.call(
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=self.s3_key),
+                what=f"delete damaged {self.where}",
+            )
         except Exception as err:
             log.error("could not delete the damaged object %s: %s", self.where, err)
 

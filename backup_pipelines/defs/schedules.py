@@ -1,0 +1,103 @@
+"""Schedules: nightly bases and N-minute incrementals, grouped by (cron, time zone).
+
+One schedule per distinct timing, not per host: 200 hosts on the defaults are two
+schedules, each requesting one run per host. A host that has never had a base backup
+gets a base instead of an incremental that could only fail.
+"""
+
+import re
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from dagster import (
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
+    schedule,
+)
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from ..core.config import Config
+from .checks import latest_materialization
+from .keys import AS_OF_TAG, BASE, HOST_TAG, INCREMENTAL
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower()
+
+
+def _groups(cfg: Config, attr: str) -> dict[tuple[str, str], list[str]]:
+    groups: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for name, h in sorted(cfg.hosts.items()):
+        groups[(getattr(h.schedules, attr), h.schedules.timezone)].append(name)
+    return groups
+
+
+def _base_schedule(
+    name: str, cron: str, tz: str, hosts: list[str], job: "UnresolvedAssetJobDefinition"
+) -> ScheduleDefinition:
+    @schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=tz,
+        job=job,
+        description=f"Nightly base backups of {', '.join(hosts)} ({cron}, {tz}).",
+    )
+    def base_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        tick = context.scheduled_execution_time
+        return [
+            RunRequest(
+                run_key=f"base|{h}|{tick.isoformat()}",
+                partition_key=h,
+                asset_selection=[BASE],
+                tags={AS_OF_TAG: tick.isoformat(), HOST_TAG: h},
+            )
+            for h in hosts
+        ]
+
+    return base_schedule
+
+
+def _incremental_schedule(
+    name: str, cron: str, tz: str, minutes: int, hosts: list[str], job: "UnresolvedAssetJobDefinition"
+) -> ScheduleDefinition:
+    @schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=tz,
+        job=job,
+        description=f"Incremental backups of {', '.join(hosts)} every {minutes} minutes ({tz}).",
+    )
+    def incremental_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        tick = context.scheduled_execution_time
+        requests = []
+        for h in hosts:
+            has_base = latest_materialization(context.instance, BASE, h) is not None
+            requests.append(
+                RunRequest(
+                    run_key=f"{'incr' if has_base else 'base'}|{h}|{tick.isoformat()}",
+                    partition_key=h,
+                    asset_selection=[INCREMENTAL if has_base else BASE],
+                    tags={AS_OF_TAG: tick.isoformat(), HOST_TAG: h},
+                )
+            )
+        return requests
+
+    return incremental_schedule
+
+
+def build_schedules(cfg: Config, physical_job: "UnresolvedAssetJobDefinition") -> list[ScheduleDefinition]:
+    schedules: list[ScheduleDefinition] = []
+    many_zones = len({h.schedules.timezone for h in cfg.hosts.values()}) > 1
+    base_groups = _groups(cfg, "base_cron")
+    for (cron, tz), hosts in base_groups.items():
+        name = "base_backups" + (f"_{_slug(cron)}" if len(base_groups) > 1 else "")
+        name += f"_{_slug(tz)}" if many_zones else ""
+        schedules.append(_base_schedule(name, cron, tz, hosts, physical_job))
+    for (cron, tz), hosts in _groups(cfg, "incremental_cron").items():
+        minutes = cfg.hosts[hosts[0]].schedules.incremental_minutes
+        name = f"incremental_backups_every_{minutes}m" + (f"_{_slug(tz)}" if many_zones else "")
+        schedules.append(_incremental_schedule(name, cron, tz, minutes, hosts, physical_job))
+    return schedules

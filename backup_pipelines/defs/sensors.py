@@ -1,0 +1,160 @@
+"""Sensors: verify after every new base, watch the RPO every minute, and shout on failures."""
+
+import json
+import logging
+import urllib.request
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from dagster import (
+    AssetCheckEvaluation,
+    AssetRecordsFilter,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from ..core.config import Config, read_secret_file
+from .assets.backups import BASE_FAIL_WINDOW
+from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, rpo_limit
+from .keys import BASE, HOST_TAG, INCREMENTAL
+from .partitions import fleet_timezone, restore_point_key
+from .resources import BackupFleet
+
+log = logging.getLogger(__name__)
+RESTATE_SECONDS = 3600  # re-emit an unchanged freshness result hourly, so the UI shows it is current
+
+
+def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefinition") -> SensorDefinition:
+    tz = ZoneInfo(fleet_timezone(cfg))
+
+    @sensor(
+        name="verify_after_base",
+        job=verify_job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Requests a restore verification of the host's newest point after each new base backup.",
+    )
+    def verify_after_base(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=BASE, after_storage_id=after), limit=200, ascending=True
+        ).records
+        if not records:
+            return SkipReason("no new base backups")
+        requests = []
+        for r in records:
+            host = r.partition_key
+            if host not in cfg.hosts:
+                continue
+            day = datetime.fromtimestamp(r.timestamp, tz).date()
+            requests.append(
+                RunRequest(
+                    run_key=f"verify|{host}|{r.storage_id}",
+                    partition_key=restore_point_key(host, day),
+                    tags={HOST_TAG: host},
+                )
+            )
+        return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
+
+    return verify_after_base
+
+
+def evaluate_freshness(
+    context: SensorEvaluationContext, cfg: Config, now: datetime | None = None
+) -> tuple[list[AssetCheckEvaluation], dict[str, Any]]:
+    """Per-host RPO and base-age results; only changes (or hourly restatements) are emitted."""
+    now = now or datetime.now(UTC)
+    state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+    events = []
+    for host in sorted(cfg.hosts):
+        for key, check, limit in (
+            (INCREMENTAL, RPO_CHECK, rpo_limit(cfg, host)),
+            (BASE, BASE_AGE_CHECK, BASE_FAIL_WINDOW),
+        ):
+            passed, meta = freshness(context.instance, key, host, limit, now)
+            slot = f"{check}|{host}"
+            prev = state.get(slot)
+            if prev is None or prev[0] != passed or now.timestamp() - prev[1] >= RESTATE_SECONDS:
+                events.append(
+                    AssetCheckEvaluation(
+                        asset_key=key, check_name=check, passed=passed, partition=host, metadata=meta
+                    )
+                )
+                state[slot] = [passed, now.timestamp()]
+    return events, state
+
+
+def build_rpo_monitor(cfg: Config) -> SensorDefinition:
+    @sensor(
+        name="rpo_monitor",
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Every minute: is each host's newest backup within its RPO (2x the incremental "
+        "interval) and its base younger than 28h? Breaches turn the per-host freshness checks red.",
+    )
+    def rpo_monitor(context: SensorEvaluationContext) -> SensorResult:
+        events, state = evaluate_freshness(context, cfg)
+        return SensorResult(asset_events=events, cursor=json.dumps(state))
+
+    return rpo_monitor
+
+
+def failure_payload(context: RunFailureSensorContext) -> dict[str, Any]:
+    """Slack-compatible JSON: host, assets, run id and the error's first line. Never secrets."""
+    run = context.dagster_run
+    tags = run.tags
+    host = tags.get(HOST_TAG) or tags.get("dagster/partition/host") or tags.get("dagster/partition") or "-"
+    assets = sorted("/".join(k.path) for k in (run.asset_selection or set()))
+    message = context.failure_event.message or ""
+    step_failures = context.get_step_failure_events()
+    if step_failures:
+        data = step_failures[0].step_failure_data
+        if data and data.error:
+            message = data.error.message
+        if data and data.user_failure_data and data.user_failure_data.description:
+            message = data.user_failure_data.description
+    first = next((line.strip() for line in message.splitlines() if line.strip()), "run failed")
+    text = f":red_circle: backup-pipelines: {run.job_name} failed for host {host} (run {run.run_id}): {first}"
+    return {
+        "text": text,
+        "host": host,
+        "job": run.job_name,
+        "assets": assets,
+        "run_id": run.run_id,
+        "error": first,
+    }
+
+
+def build_failure_notifier(cfg: Config, fleet: BackupFleet) -> SensorDefinition:
+    @run_failure_sensor(
+        name="notify_on_failure",
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Posts failed runs to the configured webhook (Slack-compatible JSON).",
+    )
+    def notify_on_failure(context: RunFailureSensorContext) -> None:
+        n = fleet.config.notifications
+        url = n.webhook_url or (
+            read_secret_file(n.webhook_url_file, "webhook URL") if n.webhook_url_file else None
+        )
+        if not url:
+            context.log.info("no notifications.webhook_url configured; not posting")
+            return
+        body = json.dumps(failure_payload(context)).encode()
+        req = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+
+    return notify_on_failure
