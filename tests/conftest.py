@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.s3",
     "tests.fixtures.mariadb",
     "tests.fixtures.sshd",
+    "tests.fixtures.dagster",
 ]

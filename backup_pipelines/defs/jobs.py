@@ -11,7 +11,6 @@ if TYPE_CHECKING:
 
 from ..core.config import Config
 from .keys import BASE, INCREMENTAL, STAGING, VERIFICATION
-from .partitions import host_partitions, restore_point_partitions
 
 PHYSICAL_JOB = "physical_backups"
 VERIFY_JOB = "restore_verification"
@@ -23,19 +22,16 @@ def build_jobs(cfg: Config) -> dict[str, UnresolvedAssetJobDefinition]:
         PHYSICAL_JOB: define_asset_job(
             PHYSICAL_JOB,
             selection=AssetSelection.assets(BASE, INCREMENTAL),
-            partitions_def=host_partitions(cfg),
             description="Base or incremental backups of one host (schedules pick which by asset selection).",
         ),
         VERIFY_JOB: define_asset_job(
             VERIFY_JOB,
             selection=AssetSelection.assets(VERIFICATION),
-            partitions_def=restore_point_partitions(cfg),
             description="Restore a host's point into a sandbox and check every table.",
         ),
         STAGING_JOB: define_asset_job(
             STAGING_JOB,
             selection=AssetSelection.assets(STAGING),
-            partitions_def=restore_point_partitions(cfg),
             description="Replay a host's point into its staging server.",
         ),
     }

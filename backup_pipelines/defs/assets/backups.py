@@ -50,7 +50,7 @@ def build_backup_assets(cfg: Config) -> list[AssetsDefinition]:
         pool=POOL,
         retry_policy=retry_policy(cfg),
         freshness_policy=FreshnessPolicy.time_window(
-            fail_window=timedelta(minutes=2 * shortest), warn_window=timedelta(minutes=shortest + 5)
+            fail_window=timedelta(minutes=2 * shortest), warn_window=timedelta(minutes=1.5 * shortest)
         ),
         description="Incremental physical backup from the newest completed backup's to_lsn; every few "
         "minutes (hosts.*.schedules.incremental_minutes).",

@@ -1,0 +1,139 @@
+"""The asset graph materialized through a real DagsterInstance against real MariaDB, sshd and S3."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from backup_pipelines.core.session import Session
+from backup_pipelines.definitions import build_definitions
+from backup_pipelines.defs.keys import AS_OF_TAG, BASE, INCREMENTAL
+from backup_pipelines.defs.partitions import restore_point_key
+from backup_pipelines.core.verify import table_fingerprints
+from tests.fixtures.dagster import check_results, failure_message, materialization_metadata
+from tests.fixtures.mariadb import load_shop
+
+pytestmark = [pytest.mark.dagster, pytest.mark.integration]
+
+
+@pytest.fixture
+def fleet(source, make_config, staging_server, sshd, s3_server, s3_bucket, tmp_path):
+    """db1 reached over SSH, backing up into S3; a staging target; verification local."""
+    ssh = {
+        "kind": "ssh",
+        "host": "127.0.0.1",
+        "port": sshd.port,
+        "user": sshd.user,
+        "key_file": str(sshd.client_key),
+        "known_hosts_file": str(sshd.known_hosts),
+        "remote_command": f"{sys.executable} -m backup_pipelines.cli",
+        "remote_config": str(tmp_path / "config.yaml"),
+    }
+    import os
+
+    # The SSH session does not inherit this process's environment: give it the AWS chain's file.
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    (aws / "credentials").write_text(
+        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    )
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(aws / "credentials")
+    ssh["remote_command"] = f"env AWS_SHARED_CREDENTIALS_FILE={aws / 'credentials'} {ssh['remote_command']}"
+    cfg = make_config(
+        f"s3://{s3_bucket}/fleet",
+        s3_endpoint=s3_server.endpoint_url,
+        host_overrides={"transport": ssh},
+        extra={"staging": {"staging1": {**staging_server.config_entry(), "source_host": "db1"}}},
+    )
+    load_shop(source)
+    return tmp_path / "config.yaml", cfg
+
+
+def test_backups_verification_and_staging_through_the_graph(fleet, dagster_instance, source, staging_server):
+    config_path, cfg = fleet
+    defs = build_definitions(config_path)
+    job = defs.resolve_job_def("physical_backups")
+
+    base = job.execute_in_process(instance=dagster_instance, partition_key="db1", asset_selection=[BASE])
+    assert base.success
+    meta = materialization_metadata(base)
+    assert meta["kind"] == "full" and meta["stored_bytes"] > 0 and meta["source_bytes"] > meta["stored_bytes"]
+    assert meta["repository"].startswith("s3://") and meta["from_lsn"] == 0 and meta["to_lsn"] > 0
+    assert ":" in meta["binlog_position"] and meta["throughput_mib_s"] > 0
+    assert check_results(base) == {"catalog_integrity": True, "base_freshness": True}
+
+    fingerprints = []
+    for n in range(2):
+        source.sql(
+            "INSERT INTO shop.orders (account, amount, note) SELECT 1, %s, 'graph' FROM seq_1_to_500",
+            (n,),
+            database="shop",
+        )
+        inc = job.execute_in_process(
+            instance=dagster_instance, partition_key="db1", asset_selection=[INCREMENTAL]
+        )
+        assert inc.success
+        m = materialization_metadata(inc)
+        assert m["kind"] == "incremental" and m["parent_id"] != "-"
+        assert check_results(inc) == {"chain_restorable": True, "rpo_freshness": True}
+        fingerprints.append(source.fingerprint())
+
+    # The catalog, read independently of Dagster, holds exactly what the graph reported.
+    listed = Session.open(cfg).catalog.list_backups("db1")
+    assert [b.kind for b in listed] == ["full", "incremental", "incremental"]
+    assert listed[-1].id == m["backup_id"] and listed[-1].parent_id == listed[-2].id
+
+    today = date.today().isoformat()
+    verify = defs.resolve_job_def("restore_verification").execute_in_process(
+        instance=dagster_instance, partition_key=restore_point_key("db1", today)
+    )
+    assert verify.success
+    vmeta = materialization_metadata(verify)
+    assert vmeta["passed"] is True and vmeta["backup_id"] == listed[-1].id and vmeta["chain_length"] == 3
+    assert check_results(verify) == {"verification_passed": True}
+
+    staging = defs.resolve_job_def("staging_restore").execute_in_process(
+        instance=dagster_instance, partition_key=restore_point_key("db1", today)
+    )
+    assert staging.success
+    smeta = materialization_metadata(staging)
+    assert smeta["staging_target"] == "staging1" and smeta["backup_id"] == listed[-1].id
+    with staging_server.server().connect() as conn:
+        assert table_fingerprints(conn, include_mysql=False) == fingerprints[-1]
+
+
+def test_a_past_day_with_no_backup_fails_clearly(fleet, dagster_instance):
+    config_path, _ = fleet
+    defs = build_definitions(config_path)
+    yesterday = (date.today() - timedelta(days=1)).isoformat()
+    res = defs.resolve_job_def("restore_verification").execute_in_process(
+        instance=dagster_instance, partition_key=restore_point_key("db1", yesterday), raise_on_error=False
+    )
+    assert not res.success
+    msg = failure_message(res)
+    assert "no completed backup finished at or before" in msg and "db1" in msg
+
+
+def test_past_dated_backup_is_refused(fleet, dagster_instance):
+    config_path, cfg = fleet
+    defs = build_definitions(config_path)
+    job = defs.resolve_job_def("physical_backups")
+    stale = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+    res = job.execute_in_process(
+        instance=dagster_instance,
+        partition_key="db1",
+        asset_selection=[BASE],
+        tags={AS_OF_TAG: stale},
+        raise_on_error=False,
+    )
+    assert not res.success
+    msg = failure_message(res)
+    assert "refusing to take a backup for" in msg and "backups capture the database as it is now" in msg
+    assert Session.open(cfg).catalog.list_backups("db1") == []  # nothing was taken
+    fresh = datetime.now(UTC).isoformat()
+    ok = job.execute_in_process(
+        instance=dagster_instance, partition_key="db1", asset_selection=[BASE], tags={AS_OF_TAG: fresh}
+    )
+    assert ok.success
