@@ -196,6 +196,36 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if not report["problems"] else int(ExitCode.INTEGRITY)
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from .core.retention import prune
+
+    with _session(args) as s:
+        h = s.config.host(args.host)
+        report = prune(
+            s.catalog, args.host, h.retention, h.dump.rotation, apply=args.apply, now=datetime.now(UTC)
+        )
+    if args.json:
+        _print_json(report)
+        return 0
+    verb = "deleted" if args.apply else "would delete (dry run; --apply to delete)"
+    for kind in ("physical", "dumps"):
+        plan = report[kind]
+        print(
+            f"{kind}: keep {len(plan['keep'])}, {verb} {len(plan['delete'])} "
+            f"({_human_bytes(plan['delete_bytes'])})"
+        )
+        for bid in plan["delete"]:
+            print(f"  - {bid}")
+        if args.verbose:
+            for bid, why in plan["keep"].items():
+                print(f"  + {bid}: {'; '.join(why)}")
+    if report["skipped_leased"]:
+        print(f"skipped (a restore is reading them): {', '.join(report['skipped_leased'])}")
+    return 0
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
@@ -294,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--host", required=True)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
+
+    pr = sub.add_parser("prune", help="apply the host's retention policy (dry run unless --apply)")
+    pr.add_argument("--host", required=True)
+    pr.add_argument("--apply", action="store_true", help="really delete (default: show what would go)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_prune)
 
     cl = sub.add_parser("cleanup", help="remove objects left by interrupted runs")
     cl.add_argument("--host", required=True)

@@ -11,7 +11,6 @@ incremental chains to the last good backup.
 from __future__ import annotations
 
 import logging
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,38 +19,16 @@ from pathlib import Path
 from typing import Literal
 
 from .catalog import BackupManifest, BinlogInfo, EncryptionInfo, StoredObject, new_backup_id
-from .codec import CallableSink, encode_chain
 from .credentials import defaults_extra_file
 from .engines import SUCCESS_MARKER, engine_for, parse_checkpoints, parse_tool_info
-from .errors import BackupPipelinesError, ChainError, IntegrityError, NotFoundError, StorageError
+from .errors import ChainError, IntegrityError, NotFoundError
 from .locks import host_lock
-from .process import Tool, enlarge_pipe
+from .pipeline import stream_command
 from .session import Session
 
 log = logging.getLogger(__name__)
 
-READ_SIZE = 1024 * 1024
 Progress = Callable[[int], None]
-
-
-def _pump(tool: Tool, write: Callable[[memoryview], object], progress: Progress | None) -> int:
-    """Copy the tool's stdout into the chain; return the byte count."""
-    assert tool.proc.stdout is not None
-    out = tool.proc.stdout
-    enlarge_pipe(out)
-    buf = bytearray(READ_SIZE)
-    view = memoryview(buf)
-    total = 0
-    readinto = out.readinto  # type: ignore[attr-defined]
-    while True:
-        n = readinto(buf)
-        if not n:
-            break
-        write(view[:n])
-        total += n
-        if progress:
-            progress(total)
-    return total
 
 
 def run_physical_backup(
@@ -104,39 +81,16 @@ def run_physical_backup(
                 incremental_lsn=parent.to_lsn if parent else None,
             )
             engine.resolve(cmd[0])
-            writer = session.repo.open_writer(data_key)
-            committed = False
-            try:
-                head, digest = encode_chain(codec, session.keyring, CallableSink(writer.write))
-                with Tool(
-                    cmd,
-                    what=f"{kind} backup of {host}",
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    host=host,
-                    backup_id=backup_id,
-                ) as tool:
-                    try:
-                        source_size = _pump(tool, head.write, progress)
-                    except BackupPipelinesError as err:
-                        tool.kill()
-                        err.host, err.backup_id = err.host or host, err.backup_id or backup_id
-                        raise
-                    tool.check(marker=SUCCESS_MARKER)
-                head.finish()
-                info = writer.commit()
-                committed = True
-            finally:
-                if not committed:
-                    writer.abort()
-            if info.size != digest.size:
-                session.repo.delete([data_key])
-                raise StorageError(
-                    f"stored object is {info.size} bytes but {digest.size} were written",
-                    host=host,
-                    backup_id=backup_id,
-                    key=session.repo.describe(data_key),
-                )
+            streamed = stream_command(
+                session,
+                cmd,
+                data_key,
+                what=f"{kind} backup of {host}",
+                host=host,
+                backup_id=backup_id,
+                stderr_marker=SUCCESS_MARKER,
+                progress=progress,
+            )
             try:
                 checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())
                 tool_info = parse_tool_info(
@@ -176,8 +130,8 @@ def run_physical_backup(
             started_at=started,
             finished_at=finished,
             duration_seconds=round(time.monotonic() - t0, 3),
-            size_bytes=info.size,
-            source_size_bytes=source_size,
+            size_bytes=streamed.size,
+            source_size_bytes=streamed.source_size,
             compression=codec.compression,
             compression_level=codec.level if codec.compression != "none" else None,
             encryption=EncryptionInfo(scheme=codec.encryption, key_id=session.keyring.current.key_id)
@@ -185,12 +139,16 @@ def run_physical_backup(
             else None,
             objects=[
                 StoredObject(
-                    name="data", key=data_key, size=info.size, sha256=digest.sha256, source_size=source_size
+                    name="data",
+                    key=data_key,
+                    size=streamed.size,
+                    sha256=streamed.sha256,
+                    source_size=streamed.source_size,
                 )
             ],
             binlog=BinlogInfo(**tool_info.binlog.__dict__) if tool_info.binlog else None,
             labels=labels or {},
         )
         catalog.write_manifest(manifest)  # the commit point
-        log.info("%s backup %s of %s committed: %d bytes stored", kind, backup_id, host, info.size)
+        log.info("%s backup %s of %s committed: %d bytes stored", kind, backup_id, host, streamed.size)
         return manifest

@@ -1,0 +1,120 @@
+"""Stream a tool's stdout into one stored object: compress, encrypt, hash, write; commit only on success.
+
+Shared by physical backups and logical dumps: the object is committed only if the
+tool exited 0, printed its success marker (on stderr, or at the end of its stdout for
+dump tools), and the bytes stored are the bytes written. Otherwise the write is
+aborted and nothing is visible.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .codec import CallableSink, encode_chain
+from .errors import BackupPipelinesError, StorageError, ToolError, tail
+from .process import Tool, describe, enlarge_pipe
+from .session import Session
+
+READ_SIZE = 1024 * 1024
+TAIL_BYTES = 512
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class Streamed:
+    key: str
+    size: int
+    sha256: str
+    source_size: int
+    stderr: str
+
+
+def pump(
+    tool: Tool,
+    write: Callable[[memoryview], object],
+    progress: Progress | None,
+    keep_tail: bytearray | None = None,
+) -> int:
+    """Copy the tool's stdout into `write`; return the byte count. Keeps the last bytes if asked."""
+    assert tool.proc.stdout is not None
+    out = tool.proc.stdout
+    enlarge_pipe(out)
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    total = 0
+    readinto = out.readinto  # type: ignore[attr-defined]
+    while True:
+        n = readinto(buf)
+        if not n:
+            break
+        write(view[:n])
+        total += n
+        if keep_tail is not None:
+            keep_tail += view[max(0, n - TAIL_BYTES) : n]
+            del keep_tail[:-TAIL_BYTES]
+        if progress:
+            progress(total)
+    return total
+
+
+def stream_command(
+    session: Session,
+    cmd: list[str],
+    key: str,
+    *,
+    what: str,
+    host: str,
+    backup_id: str,
+    stderr_marker: str | None = None,
+    stdout_marker: bytes | None = None,
+    progress: Progress | None = None,
+    cwd: Path | None = None,
+) -> Streamed:
+    writer = session.repo.open_writer(key)
+    committed = False
+    last = bytearray()
+    try:
+        head, digest = encode_chain(session.codec, session.keyring, CallableSink(writer.write))
+        with Tool(
+            cmd,
+            what=what,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            cwd=cwd,
+            host=host,
+            backup_id=backup_id,
+        ) as tool:
+            try:
+                source_size = pump(tool, head.write, progress, last if stdout_marker else None)
+            except BackupPipelinesError as err:
+                tool.kill()
+                err.host, err.backup_id = err.host or host, err.backup_id or backup_id
+                raise
+            stderr = tool.check(marker=stderr_marker)
+        if stdout_marker is not None and stdout_marker not in last:
+            raise ToolError(
+                f"{what}: the output does not end with {stdout_marker.decode()!r}: it is incomplete",
+                host=host,
+                backup_id=backup_id,
+                command=describe(cmd),
+                stderr_tail=tail(stderr),
+                hint="nothing was committed; check the tool's stderr",
+            )
+        head.finish()
+        info = writer.commit()
+        committed = True
+    finally:
+        if not committed:
+            writer.abort()
+    if info.size != digest.size:
+        session.repo.delete([key])
+        raise StorageError(
+            f"stored object is {info.size} bytes but {digest.size} were written",
+            host=host,
+            backup_id=backup_id,
+            key=session.repo.describe(key),
+        )
+    return Streamed(key, info.size, digest.sha256, source_size, stderr)
