@@ -144,7 +144,7 @@ def test_rpo_monitor_turns_red_per_host(fleet_config, dagster_instance):
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self):  # noqa: N802 - http.server's name
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append({"content_type": self.headers["Content-Type"], "body": json.loads(body)})
         self.send_response(200)

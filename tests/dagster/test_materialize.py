@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from backup_pipelines.core.session import Session
+from backup_pipelines.core.verify import table_fingerprints
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.keys import AS_OF_TAG, BASE, INCREMENTAL
 from backup_pipelines.defs.partitions import restore_point_key
-from backup_pipelines.core.verify import table_fingerprints
 from tests.fixtures.dagster import check_results, failure_message, materialization_metadata
 from tests.fixtures.mariadb import load_shop
 
