@@ -95,6 +95,41 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dump(args: argparse.Namespace) -> int:
+    from datetime import date
+
+    from .core.dumps import run_dump
+
+    for_date = date.fromisoformat(args.for_date) if args.for_date else None
+    with _session(args) as s, _progress(not args.json, f"dump of {args.host}") as bar:
+        m = run_dump(s, args.host, for_date=for_date, progress=bar)
+    if args.json:
+        _print_json(m.summary())
+    else:
+        print(
+            f"dump {m.id} of {m.host} ({m.engine}) committed: {len(m.databases or [])} database(s), "
+            f"{len(m.objects)} object(s), {_human_bytes(m.size_bytes)} stored "
+            f"({_human_bytes(m.source_size_bytes)} of SQL), {m.duration_seconds:.1f}s"
+        )
+    return 0
+
+
+def cmd_restore_dump(args: argparse.Namespace) -> int:
+    from .core.dumps import restore_dump
+
+    with _session(args) as s, _progress(not args.json, f"loading dump of {args.host}") as bar:
+        res = restore_dump(s, args.host, args.target_host, backup_id=args.backup_id, database=args.database,
+                           grants=args.grants, force=args.force, progress=bar)
+    if args.json:
+        _print_json(res)
+    else:
+        print(
+            f"loaded dump {res['backup_id']} of {res['host']} into {res['target']}: "
+            f"{', '.join(res['databases'])} ({_human_bytes(res['bytes'])} of SQL in {res['seconds']:.1f}s)"
+        )
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     with _session(args) as s:
         if args.host not in s.config.hosts and args.host not in s.catalog.hosts():
@@ -285,6 +320,22 @@ def build_parser() -> argparse.ArgumentParser:
         k.add_argument("--host", required=True)
         k.add_argument("--json", action="store_true", help="print the new catalog entry as JSON")
         k.set_defaults(func=cmd_backup)
+
+    k = bsub.add_parser("dump", help="a logical dump (mysqldump or mydumper), one file per database")
+    k.add_argument("--host", required=True)
+    k.add_argument("--for-date", help="the date the dump is for (rotation); default today")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_dump)
+
+    rd = sub.add_parser("restore-dump", help="load a logical dump into a running server")
+    rd.add_argument("--host", required=True, help="whose dump")
+    rd.add_argument("--target-host", required=True, help="a configured host or staging target to load into")
+    rd.add_argument("--backup-id")
+    rd.add_argument("--database", help="only this database (default: all in the dump)")
+    rd.add_argument("--grants", action="store_true", help="also load users and grants")
+    rd.add_argument("--force", action="store_true", help="overwrite existing databases on a non-staging target")
+    rd.add_argument("--json", action="store_true")
+    rd.set_defaults(func=cmd_restore_dump)
 
     ls = sub.add_parser("list", help="completed backups, oldest first")
     ls.add_argument("--host", required=True)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .catalog import BackupManifest
+from .catalog import BackupManifest, StoredObject
 from .codec import Buffer, CallableSink, Digest, Stage, decode_stages
 from .engines import SUCCESS_MARKER, PhysicalEngine, engine_for
 from .errors import BackupPipelinesError, IntegrityError, RefusedError, ToolError, WrongKeyError
@@ -99,10 +99,11 @@ def fetch_object(
     m: BackupManifest,
     sink: Stage,
     *,
+    obj: StoredObject | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Stream the backup's data object, verified, decrypted and decompressed, into `sink`."""
-    obj = m.objects[0]
+    """Stream one of the backup's objects (default: its data), verified, decrypted, decompressed, into `sink`."""
+    obj = obj or m.objects[0]
     where = session.repo.describe(obj.key)
     guard = _Guard(decode_stages(m.codec, session.keyring, sink, what=f"object {where}"))
     digest = Digest(guard)

@@ -14,11 +14,9 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from botocore.exceptions import ClientError
-
 from ..errors import NotFoundError, StorageError
 from ..stream.download import Download
-from ..stream.retry import RetryPolicy, error_code, http_status
+from ..stream.retry import RetryPolicy, error_code, http_status, is_retryable
 from ..stream.s3client import S3Client, make_client, s3_url, storage_error
 from ..stream.upload import MultipartUpload
 from .base import ObjectInfo, Repository
@@ -126,15 +124,31 @@ class S3Repository(Repository):
             w.commit()
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Objects under `prefix` in key order; a failed page is re-requested from where it broke off."""
         paginator = self.client.get_paginator("list_objects_v2")
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-                for obj in page.get("Contents", []):
-                    yield ObjectInfo(self._relative(obj["Key"]), int(obj["Size"]), obj.get("LastModified"))
-        except ClientError as err:
-            raise storage_error(err, action="list", bucket=self.bucket, key=self.prefix + prefix) from None
-        except Exception as err:
-            raise storage_error(err, action="list", bucket=self.bucket, key=self.prefix + prefix) from None
+        full_prefix = self.prefix + prefix
+        token: str | None = None  # NextContinuationToken of the last page fully yielded
+        attempt = 0
+        while True:
+            config = {"StartingToken": token} if token else {}
+            try:
+                for page in paginator.paginate(
+                    Bucket=self.bucket, Prefix=full_prefix, PaginationConfig=config
+                ):
+                    attempt = 0
+                    for obj in page.get("Contents", []):
+                        yield ObjectInfo(
+                            self._relative(obj["Key"]), int(obj["Size"]), obj.get("LastModified")
+                        )
+                    token = page.get("NextContinuationToken")
+                return
+            except Exception as err:
+                attempt += 1
+                if attempt >= self.retry.max_attempts or not is_retryable(err):
+                    raise storage_error(
+                        err, action="list", bucket=self.bucket, key=full_prefix, attempts=attempt
+                    ) from None
+                self.retry.wait(attempt, None)
 
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []
@@ -162,7 +176,8 @@ class S3Repository(Repository):
             first = errors[0]
             raise StorageError(
                 f"S3 refused to delete {len(errors)} of {len(s3_keys)} objects, e.g. "
-                f"{s3_url(self.bucket, first.get('Key'))}: {first.get('Code')} {first.get('Message', '')}".rstrip(),
+                f"{s3_url(self.bucket, first.get('Key'))}: {first.get('Code')} "
+                f"{first.get('Message', '')}".rstrip(),
                 key=s3_url(self.bucket, first.get("Key")),
                 hint="check that the credentials may s3:DeleteObject and that object lock does not hold them",
             )
@@ -190,7 +205,8 @@ class S3Repository(Repository):
                 raise NotFoundError(
                     f"bucket {self.bucket} does not exist",
                     key=self.url,
-                    hint="create the bucket, or fix the bucket name in the repository URL and the endpoint_url",
+                    hint="create the bucket, or fix the bucket name in the repository URL and "
+                    "the endpoint_url",
                 ) from None
             raise storage_error(err, action="check the bucket", bucket=self.bucket) from None
         self._bucket_checked = True

@@ -17,13 +17,14 @@ replaced mid-read fails with IntegrityError instead of mixing two versions.
 
 Verification (verify=True): the CRC-32 of the delivered bytes (per part in the workers,
 combined in order) is compared at the end with `expected_crc32` (a sidecar record, see
-`transfer.get_stream`) or else with S3's stored FULL_OBJECT CRC-32 (GET with
-ChecksumMode=ENABLED). A mismatch raises IntegrityError after the last byte was delivered,
+`transfer.get_stream`) or else with S3's stored whole-object CRC-32 (GET with
+ChecksumMode=ENABLED; present for single PUTs and FULL_OBJECT uploads, not COMPOSITE ones). A mismatch raises IntegrityError after the last byte was delivered,
 so a streaming consumer must treat its output as void on that error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import threading
@@ -129,6 +130,9 @@ class Download:
         )
         size = int(resp["ContentLength"])
         self._etag = str(resp.get("ETag", ""))
+        if self.expected_size is not None and size != self.expected_size:
+            resp["Body"].close()
+            self._finish(size, 0, None)  # raises before a single byte is delivered
         stored = None
         if self.verify and resp.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
             stored = crc32_from_b64(str(resp.get("ChecksumCRC32", "")))
@@ -192,7 +196,13 @@ class Download:
                 attempt += 1
                 lane.close()
                 if attempt >= self.retry.max_attempts or not is_retryable(err):
-                    raise
+                    raise storage_error(
+                        err,
+                        action=f"read byte {pos} of",
+                        bucket=self.bucket,
+                        key=self.s3_key,
+                        attempts=attempt,
+                    ) from None
                 log.warning(
                     "reading %s at byte %d failed (attempt %d/%d): %s; resuming",
                     self.where,
@@ -254,10 +264,9 @@ class _Lane:
         body, self.body = self.body, None
         self.readinto = _closed_reader
         if body is not None:
-            try:
+            # A broken connection may fail to close; it is dropped either way.
+            with contextlib.suppress(Exception):
                 body.close()
-            except Exception:  # noqa: S110 - closing a broken connection may fail; it is dropped either way
-                pass
 
 
 def _closed_reader(view: memoryview) -> int:
@@ -328,7 +337,13 @@ class _Parallel:
             except Exception as err:
                 attempt += 1
                 if attempt >= dl.retry.max_attempts or not is_retryable(err):
-                    raise
+                    raise storage_error(
+                        err,
+                        action=f"read bytes {start}-{end - 1} of",
+                        bucket=dl.bucket,
+                        key=dl.s3_key,
+                        attempts=attempt,
+                    ) from None
                 log.warning(
                     "range %d-%d of %s failed at byte %d (attempt %d/%d): %s; retrying",
                     start,
@@ -342,10 +357,8 @@ class _Parallel:
                 dl.retry.wait(attempt, dl._cancel)
             finally:
                 if body is not None:
-                    try:
+                    with contextlib.suppress(Exception):
                         body.close()
-                    except Exception:  # noqa: S110 - see _Lane.close
-                        pass
         return length, (crc32(view) if dl.verify else 0)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from botocore.exceptions import (
     IncompleteReadError,
     ReadTimeoutError,
     ResponseStreamingError,
+    SSLError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
@@ -82,6 +84,8 @@ def is_retryable(err: BaseException) -> bool:
     """Transient: 5xx, throttling, 408/429, digest errors, resets and timeouts."""
     if isinstance(err, Retryable):
         return True
+    if isinstance(err, SSLError | ssl.SSLCertVerificationError) and "CERTIFICATE_VERIFY_FAILED" in str(err):
+        return False  # a configuration problem: retrying only delays the error
     if isinstance(err, ClientError):
         status = http_status(err)
         return error_code(err) in RETRYABLE_CODES or (

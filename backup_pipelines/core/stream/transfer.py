@@ -1,11 +1,13 @@
 """Standalone put/get of one stream with a stored whole-object checksum (`stream put/get`).
 
-Design: `put_stream` uploads (per-part CRC-32 verified by S3, FULL_OBJECT CRC-32 checked
+Design: `put_stream` uploads (per-part CRC-32 verified by S3, the object checksum checked
 after completion, see `upload`), then writes a sidecar object `<key>.checksum.json` with
 the stream's size, CRC-32 and the ETag it was stored under. `get_stream` reads the
 sidecar first, CRCs the bytes as they stream out, and raises IntegrityError at the end
-if they differ from the record. Without a sidecar it falls back to S3's own stored
-FULL_OBJECT CRC-32, and says so in the result (`verified_against`).
+if they differ from the record (or at once, before any output, if the size differs).
+Without a sidecar it falls back to S3's own whole-object CRC-32 where there is one
+(single PUTs, FULL_OBJECT uploads; a COMPOSITE checksum is a CRC of part CRCs that a
+streaming read cannot check), and says what it checked in `verified_against`.
 
 Why a sidecar and not S3's checksum alone: the S3 checksum travels with whoever writes
 the object last: any SDK overwriting the key stores a fresh, matching checksum, so a
