@@ -14,12 +14,18 @@ from dagster import Definitions
 
 from .core.config import CONFIG_ENV, load_config
 from .defs.assets.backups import build_backup_assets
+from .defs.assets.logical import build_logical_assets
 from .defs.assets.restore_points import build_restore_point_assets
 from .defs.checks import build_checks
-from .defs.jobs import PHYSICAL_JOB, VERIFY_JOB, build_jobs
+from .defs.jobs import DUMP_JOB, PHYSICAL_JOB, RETENTION_JOB, VERIFY_JOB, build_jobs
 from .defs.resources import fleet_from_path
 from .defs.schedules import build_schedules
-from .defs.sensors import build_failure_notifier, build_rpo_monitor, build_verify_after_base
+from .defs.sensors import (
+    build_failure_notifier,
+    build_prune_after_verification,
+    build_rpo_monitor,
+    build_verify_after_base,
+)
 
 DEMO_DIR_ENV = "BACKUP_PIPELINES_DEMO_DIR"
 
@@ -29,13 +35,14 @@ def build_definitions(config_path: str | Path) -> Definitions:
     fleet = fleet_from_path(config_path)
     jobs = build_jobs(cfg)
     return Definitions(
-        assets=[*build_backup_assets(cfg), *build_restore_point_assets(cfg)],
+        assets=[*build_backup_assets(cfg), *build_restore_point_assets(cfg), *build_logical_assets(cfg)],
         asset_checks=build_checks(cfg),
         jobs=list(jobs.values()),
-        schedules=build_schedules(cfg, jobs[PHYSICAL_JOB]),
+        schedules=build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB]),
         sensors=[
             build_verify_after_base(cfg, jobs[VERIFY_JOB]),
             build_rpo_monitor(cfg),
+            build_prune_after_verification(cfg, jobs[RETENTION_JOB]),
             build_failure_notifier(cfg, fleet),
         ],
         resources={"fleet": fleet},

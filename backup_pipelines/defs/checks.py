@@ -61,9 +61,7 @@ def freshness(
     age = now - datetime.fromtimestamp(newest.timestamp, UTC)
     meta["age_minutes"] = MetadataValue.float(round(age.total_seconds() / 60, 1))
     meta["newest_at"] = MetadataValue.timestamp(newest.timestamp)
-    backup_id = (
-        newest.asset_materialization.metadata.get("backup_id") if newest.asset_materialization else None
-    )
+    backup_id = newest.asset_materialization.metadata.get("backup_id") if newest.asset_materialization else None
     if backup_id is not None:
         meta["newest_backup_id"] = backup_id
     return age <= limit, meta

@@ -10,11 +10,13 @@ if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ..core.config import Config
-from .keys import BASE, INCREMENTAL, STAGING, VERIFICATION
+from .keys import BASE, DUMP, INCREMENTAL, RETENTION, STAGING, VERIFICATION
 
 PHYSICAL_JOB = "physical_backups"
 VERIFY_JOB = "restore_verification"
 STAGING_JOB = "staging_restore"
+DUMP_JOB = "logical_dumps"
+RETENTION_JOB = "retention"
 
 
 def build_jobs(cfg: Config) -> dict[str, UnresolvedAssetJobDefinition]:
@@ -33,5 +35,15 @@ def build_jobs(cfg: Config) -> dict[str, UnresolvedAssetJobDefinition]:
             STAGING_JOB,
             selection=AssetSelection.assets(STAGING),
             description="Replay a host's point into its staging server.",
+        ),
+        DUMP_JOB: define_asset_job(
+            DUMP_JOB,
+            selection=AssetSelection.assets(DUMP),
+            description="Nightly logical dump of one host.",
+        ),
+        RETENTION_JOB: define_asset_job(
+            RETENTION_JOB,
+            selection=AssetSelection.assets(RETENTION),
+            description="Apply one host's retention policy (requested after each passing verification).",
         ),
     }

@@ -10,6 +10,7 @@ VERIFICATION = AssetKey(["mysql", "restore_verification"])
 STAGING = AssetKey(["mysql", "staging_restore"])
 DUMP = AssetKey(["mysql", "logical_dump"])
 OFFSITE = AssetKey(["mysql", "offsite_copy"])
+RETENTION = AssetKey(["mysql", "retention"])
 
 AS_OF_TAG = "backup-pipelines/as-of"  # when a backup run was meant to happen (set by schedules)
 SCHEDULED_TAG = "dagster/scheduled_execution_time"

@@ -35,8 +35,7 @@ def backup_metadata(entry: dict[str, Any], repository: str) -> dict[str, Any]:
     }
     if binlog:
         meta["binlog_position"] = MetadataValue.text(
-            f"{binlog['file']}:{binlog['position']}"
-            + (f" (GTID {binlog['gtid']})" if binlog.get("gtid") else "")
+            f"{binlog['file']}:{binlog['position']}" + (f" (GTID {binlog['gtid']})" if binlog.get("gtid") else "")
         )
     return meta
 

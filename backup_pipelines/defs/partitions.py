@@ -61,8 +61,6 @@ def restore_point_key(host: str, day: date | str) -> MultiPartitionKey:
 def point_in_time(cfg: Config, day: str, now: datetime | None = None) -> datetime | None:
     """The end of `day` in the fleet's time zone, or None (= newest) when that is still ahead."""
     tz = ZoneInfo(fleet_timezone(cfg))
-    end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(0), tz) - timedelta(
-        microseconds=1
-    )
+    end = datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(0), tz) - timedelta(microseconds=1)
     now = now or datetime.now(tz)
     return None if end >= now else end

@@ -88,7 +88,31 @@ def _incremental_schedule(
     return incremental_schedule
 
 
-def build_schedules(cfg: Config, physical_job: "UnresolvedAssetJobDefinition") -> list[ScheduleDefinition]:
+def _dump_schedule(
+    name: str, cron: str, tz: str, hosts: list[str], job: "UnresolvedAssetJobDefinition"
+) -> ScheduleDefinition:
+    @schedule(
+        name=name,
+        cron_schedule=cron,
+        execution_timezone=tz,
+        job=job,
+        description=f"Nightly logical dumps of {', '.join(hosts)} ({cron}, {tz}).",
+    )
+    def dump_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        tick = context.scheduled_execution_time
+        return [
+            RunRequest(
+                run_key=f"dump|{h}|{tick.isoformat()}", partition_key=h, tags={AS_OF_TAG: tick.isoformat(), HOST_TAG: h}
+            )
+            for h in hosts
+        ]
+
+    return dump_schedule
+
+
+def build_schedules(
+    cfg: Config, physical_job: "UnresolvedAssetJobDefinition", dump_job: "UnresolvedAssetJobDefinition | None" = None
+) -> list[ScheduleDefinition]:
     schedules: list[ScheduleDefinition] = []
     many_zones = len({h.schedules.timezone for h in cfg.hosts.values()}) > 1
     base_groups = _groups(cfg, "base_cron")
@@ -100,4 +124,10 @@ def build_schedules(cfg: Config, physical_job: "UnresolvedAssetJobDefinition") -
         minutes = cfg.hosts[hosts[0]].schedules.incremental_minutes
         name = f"incremental_backups_every_{minutes}m" + (f"_{_slug(tz)}" if many_zones else "")
         schedules.append(_incremental_schedule(name, cron, tz, minutes, hosts, physical_job))
+    if dump_job is not None:
+        dump_groups = _groups(cfg, "dump_cron")
+        for (cron, tz), hosts in dump_groups.items():
+            name = "logical_dumps" + (f"_{_slug(cron)}" if len(dump_groups) > 1 else "")
+            name += f"_{_slug(tz)}" if many_zones else ""
+            schedules.append(_dump_schedule(name, cron, tz, hosts, dump_job))
     return schedules

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 from ..core.config import Config, read_secret_file
 from .assets.backups import BASE_FAIL_WINDOW
 from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, rpo_limit
-from .keys import BASE, HOST_TAG, INCREMENTAL
+from .keys import BASE, HOST_TAG, INCREMENTAL, VERIFICATION
 from .partitions import fleet_timezone, restore_point_key
 from .resources import BackupFleet
 
@@ -70,6 +70,37 @@ def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefiniti
     return verify_after_base
 
 
+def build_prune_after_verification(cfg: Config, retention_job: "UnresolvedAssetJobDefinition") -> SensorDefinition:
+    @sensor(
+        name="prune_after_verification",
+        job=retention_job,
+        minimum_interval_seconds=60,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Applies a host's retention policy after each passing restore verification, so "
+        "pruning never runs on a fleet whose newest chain is unproven.",
+    )
+    def prune_after_verification(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=VERIFICATION, after_storage_id=after), limit=200, ascending=True
+        ).records
+        if not records:
+            return SkipReason("no new verifications")
+        requests = []
+        for r in records:
+            meta = r.asset_materialization.metadata if r.asset_materialization else {}
+            passed = meta.get("passed")
+            key = r.partition_key or ""
+            host = next((p for p in key.split("|") if p in cfg.hosts), None)
+            if host and passed is not None and passed.value is True:
+                requests.append(
+                    RunRequest(run_key=f"prune|{host}|{r.storage_id}", partition_key=host, tags={HOST_TAG: host})
+                )
+        return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
+
+    return prune_after_verification
+
+
 def evaluate_freshness(
     context: SensorEvaluationContext, cfg: Config, now: datetime | None = None
 ) -> tuple[list[AssetCheckEvaluation], dict[str, Any]]:
@@ -87,9 +118,7 @@ def evaluate_freshness(
             prev = state.get(slot)
             if prev is None or prev[0] != passed or now.timestamp() - prev[1] >= RESTATE_SECONDS:
                 events.append(
-                    AssetCheckEvaluation(
-                        asset_key=key, check_name=check, passed=passed, partition=host, metadata=meta
-                    )
+                    AssetCheckEvaluation(asset_key=key, check_name=check, passed=passed, partition=host, metadata=meta)
                 )
                 state[slot] = [passed, now.timestamp()]
     return events, state
@@ -144,16 +173,12 @@ def build_failure_notifier(cfg: Config, fleet: BackupFleet) -> SensorDefinition:
     )
     def notify_on_failure(context: RunFailureSensorContext) -> None:
         n = fleet.config.notifications
-        url = n.webhook_url or (
-            read_secret_file(n.webhook_url_file, "webhook URL") if n.webhook_url_file else None
-        )
+        url = n.webhook_url or (read_secret_file(n.webhook_url_file, "webhook URL") if n.webhook_url_file else None)
         if not url:
             context.log.info("no notifications.webhook_url configured; not posting")
             return
         body = json.dumps(failure_payload(context)).encode()
-        req = urllib.request.Request(
-            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-        )
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
         with urllib.request.urlopen(req, timeout=10) as resp:
             resp.read()
 

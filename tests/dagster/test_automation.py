@@ -65,6 +65,8 @@ def test_schedules_group_hosts_by_timing_and_zone(fleet_config, dagster_instance
         "incremental_backups_every_15m_europe_london",
         "incremental_backups_every_15m_utc",
         "incremental_backups_every_5m_utc",
+        "logical_dumps_30_2_europe_london",
+        "logical_dumps_30_2_utc",
     ]
     for s in defs.schedules:
         assert s.execution_timezone in ("UTC", "Europe/London")

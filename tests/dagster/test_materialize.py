@@ -6,6 +6,7 @@ import sys
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from dagster import build_sensor_context
 
 from backup_pipelines.core.session import Session
 from backup_pipelines.core.verify import table_fingerprints
@@ -36,9 +37,7 @@ def fleet(source, make_config, staging_server, sshd, s3_server, s3_bucket, tmp_p
     # The SSH session does not inherit this process's environment: give it the AWS chain's file.
     aws = tmp_path / "aws"
     aws.mkdir()
-    (aws / "credentials").write_text(
-        "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
-    )
+    (aws / "credentials").write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(aws / "credentials")
     ssh["remote_command"] = f"env AWS_SHARED_CREDENTIALS_FILE={aws / 'credentials'} {ssh['remote_command']}"
     cfg = make_config(
@@ -71,9 +70,7 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
             (n,),
             database="shop",
         )
-        inc = job.execute_in_process(
-            instance=dagster_instance, partition_key="db1", asset_selection=[INCREMENTAL]
-        )
+        inc = job.execute_in_process(instance=dagster_instance, partition_key="db1", asset_selection=[INCREMENTAL])
         assert inc.success
         m = materialization_metadata(inc)
         assert m["kind"] == "incremental" and m["parent_id"] != "-"
@@ -102,6 +99,22 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
     assert smeta["staging_target"] == "staging1" and smeta["backup_id"] == listed[-1].id
     with staging_server.server().connect() as conn:
         assert table_fingerprints(conn, include_mysql=False) == fingerprints[-1]
+
+    # A passing verification requests retention for the host; retention keeps the verified chain.
+    prune_sensor = next(s for s in defs.sensors if s.name == "prune_after_verification")
+    (req,) = prune_sensor.evaluate_tick(build_sensor_context(instance=dagster_instance, definitions=defs)).run_requests
+    assert req.partition_key == "db1"
+    pruned = defs.resolve_job_def("retention").execute_in_process(instance=dagster_instance, partition_key="db1")
+    rmeta = materialization_metadata(pruned)
+    assert rmeta["deleted_count"] == 0 and rmeta["kept_physical"] == 3
+    assert [b.id for b in Session.open(cfg).catalog.list_backups("db1")] == [b.id for b in listed]
+
+    # The nightly logical dump, through the same worker.
+    source.sql("GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'backup'@'localhost'")
+    dump = defs.resolve_job_def("logical_dumps").execute_in_process(instance=dagster_instance, partition_key="db1")
+    dmeta = materialization_metadata(dump)
+    assert dmeta["engine"] == "mysqldump" and dmeta["databases"] == ["inventory", "shop"] and dmeta["objects"] == 4
+    assert [b.kind for b in Session.open(cfg).catalog.list_backups("db1")][-1] == "dump"
 
 
 def test_a_past_day_with_no_backup_fails_clearly(fleet, dagster_instance):

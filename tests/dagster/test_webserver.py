@@ -116,9 +116,15 @@ def test_webserver_serves_the_graph(env, tmp_path):
         "mysql/incremental_backup",
         "mysql/restore_verification",
         "mysql/staging_restore",
+        "mysql/logical_dump",
+        "mysql/retention",
     }
     assert all(n["isPartitioned"] for n in assets.values())
-    checks = {k: sorted(c["name"] for c in n["assetChecksOrError"]["checks"]) for k, n in assets.items()}
+    checks = {
+        k: sorted(c["name"] for c in n["assetChecksOrError"]["checks"])
+        for k, n in assets.items()
+        if n["assetChecksOrError"]["checks"]
+    }
     assert checks == {
         "mysql/base_backup": ["base_freshness", "catalog_integrity"],
         "mysql/incremental_backup": ["chain_restorable", "rpo_freshness"],
@@ -127,8 +133,8 @@ def test_webserver_serves_the_graph(env, tmp_path):
     }
     (entry,) = data["workspaceOrError"]["locationEntries"]
     repo = entry["locationOrLoadError"]["repositories"][0]
-    assert {s["name"] for s in repo["sensors"]} == {"verify_after_base", "rpo_monitor", "notify_on_failure"}
-    assert {"base_backups", "incremental_backups_every_15m"} <= {s["name"] for s in repo["schedules"]}
-    assert {"physical_backups", "restore_verification", "staging_restore"} <= {
-        j["name"] for j in repo["jobs"]
-    }
+    assert {s["name"] for s in repo["sensors"]} == {
+        "verify_after_base", "rpo_monitor", "notify_on_failure", "prune_after_verification"}
+    assert {s["name"] for s in repo["schedules"]} == {"base_backups", "incremental_backups_every_15m", "logical_dumps"}
+    assert {"physical_backups", "restore_verification", "staging_restore", "logical_dumps", "retention"} <= {
+        j["name"] for j in repo["jobs"]}

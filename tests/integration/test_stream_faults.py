@@ -125,9 +125,7 @@ def test_corrupted_single_put_is_retried(s3_server, s3_bucket, faulty_s3):
     assert damaged and s3_server.client().get_object(Bucket=s3_bucket, Key="small")["Body"].read() == data
 
     faulty_s3.corrupt = lambda req: req.method == "PUT"
-    up = MultipartUpload(
-        c, s3_bucket, "always", part_size=PART, retry=RetryPolicy(max_attempts=2, base_delay=0.001)
-    )
+    up = MultipartUpload(c, s3_bucket, "always", part_size=PART, retry=RetryPolicy(max_attempts=2, base_delay=0.001))
     up.write(data)
     with pytest.raises(IntegrityError, match="stored corrupted"):
         up.commit()
@@ -222,3 +220,25 @@ def test_lost_responses_are_recovered(s3_server, s3_bucket, faulty_s3):
     Download(c, s3_bucket, "obj", part_size=PART, retry=patient(), verify=True).read_into(out.extend)
     assert out == data
     assert cut == {"part", "complete", "get"} and faulty_s3.counts["resets_after"] == 3
+
+
+def test_listing_resumes_after_a_failed_page(s3_bucket, faulty_s3, monkeypatch):
+    monkeypatch.setenv("MOTO_S3_DEFAULT_MAX_KEYS", "3")  # in-process moto: three keys per page
+    c = our_retries_only(faulty_s3.endpoint_url)
+    repo = S3Repository(f"s3://{s3_bucket}/l", client=c, retry=patient())
+    names = [f"k{i:02}" for i in range(10)]
+    for n in names:
+        repo.put_bytes(n, b"1")
+    listings: list[str] = []
+
+    def is_listing(req) -> bool:
+        if req.method == "GET" and "list-type=2" in req.target:
+            listings.append(req.target)
+            return True
+        return False
+
+    faulty_s3.match = is_listing
+    faulty_s3.error_rate = 0.5
+    assert [i.key for i in repo.list("")] == names
+    assert faulty_s3.counts["errors"] > 0
+    assert sum("continuation-token" in t for t in listings) >= 3, "four pages of three keys"

@@ -42,9 +42,7 @@ def test_writer_is_invisible_until_commit(repo):
     assert b"".join(chunks) == data
     st = repo.stat("hosts/a/backups/1/data")
     assert st is not None and st.size == len(data) and st.modified is not None
-    assert (
-        repo.describe("hosts/a/backups/1/data") == f"s3://{repo.bucket}/backups/main/hosts/a/backups/1/data"
-    )
+    assert repo.describe("hosts/a/backups/1/data") == f"s3://{repo.bucket}/backups/main/hosts/a/backups/1/data"
 
 
 def test_abort_leaves_nothing(repo, s3_server):

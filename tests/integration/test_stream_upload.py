@@ -126,9 +126,7 @@ def test_part_size_grows_after_the_flat_parts(client, s3_bucket, monkeypatch):
     assert up.info is not None and up.info.parts == 5
     assert read_back(client, s3_bucket, "grow") == data
     # The parts S3 got (ListParts is gone after completion, so check the object's part sizes).
-    sizes = [
-        client.head_object(Bucket=s3_bucket, Key="grow", PartNumber=n)["ContentLength"] for n in (1, 2, 3, 4)
-    ]
+    sizes = [client.head_object(Bucket=s3_bucket, Key="grow", PartNumber=n)["ContentLength"] for n in (1, 2, 3, 4)]
     assert sizes == expected, upload_id
 
 

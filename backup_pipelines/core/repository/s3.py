@@ -56,9 +56,7 @@ class S3Repository(Repository):
         self.client = (
             client
             if client is not None
-            else make_client(
-                endpoint_url=endpoint_url, region=region, max_pool_connections=self.concurrency + 4
-            )
+            else make_client(endpoint_url=endpoint_url, region=region, max_pool_connections=self.concurrency + 4)
         )
         self._bucket_checked = False
 
@@ -132,14 +130,10 @@ class S3Repository(Repository):
         while True:
             config = {"StartingToken": token} if token else {}
             try:
-                for page in paginator.paginate(
-                    Bucket=self.bucket, Prefix=full_prefix, PaginationConfig=config
-                ):
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix, PaginationConfig=config):
                     attempt = 0
                     for obj in page.get("Contents", []):
-                        yield ObjectInfo(
-                            self._relative(obj["Key"]), int(obj["Size"]), obj.get("LastModified")
-                        )
+                        yield ObjectInfo(self._relative(obj["Key"]), int(obj["Size"]), obj.get("LastModified"))
                     token = page.get("NextContinuationToken")
                 return
             except Exception as err:
@@ -164,9 +158,7 @@ class S3Repository(Repository):
         objects = [{"Key": k} for k in s3_keys]
         try:
             resp = self._call(
-                lambda: self.client.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
-                ),
+                lambda: self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}),
                 f"delete {len(objects)} objects from {s3_url(self.bucket, self.prefix)}",
             )
         except Exception as err:
@@ -205,8 +197,7 @@ class S3Repository(Repository):
                 raise NotFoundError(
                     f"bucket {self.bucket} does not exist",
                     key=self.url,
-                    hint="create the bucket, or fix the bucket name in the repository URL and "
-                    "the endpoint_url",
+                    hint="create the bucket, or fix the bucket name in the repository URL and the endpoint_url",
                 ) from None
             raise storage_error(err, action="check the bucket", bucket=self.bucket) from None
         self._bucket_checked = True

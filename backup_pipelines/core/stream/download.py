@@ -18,8 +18,10 @@ replaced mid-read fails with IntegrityError instead of mixing two versions.
 Verification (verify=True): the CRC-32 of the delivered bytes (per part in the workers,
 combined in order) is compared at the end with `expected_crc32` (a sidecar record, see
 `transfer.get_stream`) or else with S3's stored whole-object CRC-32 (GET with
-ChecksumMode=ENABLED; present for single PUTs and FULL_OBJECT uploads, not COMPOSITE ones). A mismatch raises IntegrityError after the last byte was delivered,
-so a streaming consumer must treat its output as void on that error.
+ChecksumMode=ENABLED; present for single PUTs and FULL_OBJECT uploads, not COMPOSITE
+ones). A mismatch raises IntegrityError after the last byte was delivered, so a
+streaming consumer must treat its output as void on that error; a size that differs
+from `expected_size` fails before the first byte.
 """
 
 from __future__ import annotations
@@ -125,9 +127,7 @@ class Download:
         return self.client.get_object(**args)
 
     def _chunks(self) -> Iterator[memoryview]:
-        resp = self.retry.call(
-            lambda: self._get(0, None, first=True), what=f"get {self.where}", cancel=self._cancel
-        )
+        resp = self.retry.call(lambda: self._get(0, None, first=True), what=f"get {self.where}", cancel=self._cancel)
         size = int(resp["ContentLength"])
         self._etag = str(resp.get("ETag", ""))
         if self.expected_size is not None and size != self.expected_size:
@@ -254,9 +254,7 @@ class _Lane:
         self.start = start
 
     def reopen(self, dl: Download, pos: int, size: int) -> None:
-        resp = dl.retry.call(
-            lambda: dl._get(pos, size), what=f"resume {dl.where} at byte {pos}", cancel=dl._cancel
-        )
+        resp = dl.retry.call(lambda: dl._get(pos, size), what=f"resume {dl.where} at byte {pos}", cancel=dl._cancel)
         self.body = resp["Body"]
         self.readinto = body_reader(self.body)
 
@@ -321,9 +319,7 @@ class _Parallel:
                 resp = dl._get(start + got, end)
                 body = resp["Body"]
                 if int(resp.get("ContentLength", -1)) != length - got:
-                    raise _Truncated(
-                        f"asked for {length - got} bytes, got a {resp.get('ContentLength')}-byte body"
-                    )
+                    raise _Truncated(f"asked for {length - got} bytes, got a {resp.get('ContentLength')}-byte body")
                 readinto = body_reader(body)
                 while got < length:
                     if dl._cancel.is_set():

@@ -88,9 +88,7 @@ def is_retryable(err: BaseException) -> bool:
         return False  # a configuration problem: retrying only delays the error
     if isinstance(err, ClientError):
         status = http_status(err)
-        return error_code(err) in RETRYABLE_CODES or (
-            status is not None and (status >= 500 or status in (408, 429))
-        )
+        return error_code(err) in RETRYABLE_CODES or (status is not None and (status >= 500 or status in (408, 429)))
     if isinstance(
         err,
         BotoConnectionError

@@ -77,9 +77,7 @@ def put_stream(
                 what=f"record the checksum of {s3_url(bucket, key)}",
             )
         except Exception as err:
-            raise storage_error(
-                err, action="write the checksum record", bucket=bucket, key=sidecar_key(key)
-            ) from None
+            raise storage_error(err, action="write the checksum record", bucket=bucket, key=sidecar_key(key)) from None
     return info
 
 
@@ -96,13 +94,9 @@ def read_checksum_record(
     except ClientError as err:
         if error_code(err) in ("NoSuchKey", "404", "NotFound"):
             return None
-        raise storage_error(
-            err, action="read the checksum record", bucket=bucket, key=sidecar_key(key)
-        ) from None
+        raise storage_error(err, action="read the checksum record", bucket=bucket, key=sidecar_key(key)) from None
     except Exception as err:
-        raise storage_error(
-            err, action="read the checksum record", bucket=bucket, key=sidecar_key(key)
-        ) from None
+        raise storage_error(err, action="read the checksum record", bucket=bucket, key=sidecar_key(key)) from None
     try:
         return ChecksumRecord.from_json(raw)
     except ValueError as err:

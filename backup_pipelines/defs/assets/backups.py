@@ -27,18 +27,14 @@ def build_backup_assets(cfg: Config) -> list[AssetsDefinition]:
         kinds={"mariadb", "xtrabackup"},
         pool=POOL,
         retry_policy=retry_policy(cfg),
-        freshness_policy=FreshnessPolicy.time_window(
-            fail_window=BASE_FAIL_WINDOW, warn_window=timedelta(hours=25)
-        ),
+        freshness_policy=FreshnessPolicy.time_window(fail_window=BASE_FAIL_WINDOW, warn_window=timedelta(hours=25)),
         description="Nightly full (base) physical backup of the host, streamed as xbstream -> zstd -> "
         "AES-256-GCM into the repository by the backup tool on the database host.",
     )
     def base_backup(context: AssetExecutionContext, fleet: BackupFleet) -> MaterializeResult:
         host = context.partition_key
         refuse_past_dated(context, fleet.config)
-        entry = run_json(
-            context, fleet.worker(host), ["backup", "full", "--host", host, "--json"], timeout=timeout
-        )
+        entry = run_json(context, fleet.worker(host), ["backup", "full", "--host", host, "--json"], timeout=timeout)
         return MaterializeResult(metadata=backup_metadata(entry, fleet.repository_url))
 
     @asset(

@@ -75,9 +75,7 @@ def build_restore_point_assets(cfg: Config) -> list[AssetsDefinition]:
             timeout=timeout,
             ok_codes=(0, int(ExitCode.VERIFY_FAILED)),
         )
-        return MaterializeResult(
-            metadata={"day": day, "staging_target": target, **verification_metadata(report)}
-        )
+        return MaterializeResult(metadata={"day": day, "staging_target": target, **verification_metadata(report)})
 
     return [restore_verification, staging_restore]
 
