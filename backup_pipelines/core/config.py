@@ -30,6 +30,8 @@ class S3Settings(_Model):
     region: str | None = None
     part_size: Annotated[int, Field(ge=5 * 1024 * 1024)] = 16 * 1024 * 1024
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    # Per request, with exponential backoff and full jitter: 8 attempts ride out ~40s of outage.
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 8
 
 
 class RepositoryConfig(_Model):

@@ -102,6 +102,8 @@ def test_tool_without_success_line_is_a_failure(base, make_config, tmp_path):
 
 def test_s3_server_stopped_mid_upload(source, make_config, tmp_path, s3_server, s3_bucket):
     cfg = make_config(f"s3://{s3_bucket}/repo", s3_endpoint=s3_server.endpoint_url)
+    cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={
+        "s3": cfg.repository.s3.model_copy(update={"max_attempts": 3})})})
     load_shop(source, orders=40000)
     session = Session.open(cfg)
     full = run_physical_backup(session, "db1", "full")

@@ -12,6 +12,7 @@ __all__ = ["FileRepository", "ObjectInfo", "ObjectWriter", "Repository", "open_r
 def open_repository(cfg: RepositoryConfig) -> Repository:
     if cfg.url.startswith("file://"):
         return FileRepository(cfg.url)
+    from ..stream.retry import RetryPolicy
     from .s3 import S3Repository
 
     return S3Repository(
@@ -20,4 +21,5 @@ def open_repository(cfg: RepositoryConfig) -> Repository:
         region=cfg.s3.region,
         part_size=cfg.s3.part_size,
         concurrency=cfg.s3.concurrency,
+        retry=RetryPolicy(max_attempts=cfg.s3.max_attempts),
     )

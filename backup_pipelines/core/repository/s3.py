@@ -34,6 +34,13 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 class S3Repository(Repository):
+    """Objects at s3://bucket/prefix/<key>; keys given to and returned by methods are relative.
+
+    `client` replaces the default one (from `stream.make_client`, credentials from the
+    standard AWS chain); `retry` is the per-request budget for data and small calls;
+    `verify_reads` checks S3's whole-object CRC-32 on reads where S3 keeps one.
+    """
+
     def __init__(
         self,
         url: str,
