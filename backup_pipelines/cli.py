@@ -36,9 +36,7 @@ def _print_json(doc: Any) -> None:
 
 
 @contextmanager
-def _progress(
-    enabled: bool, description: str, total: int | None = None
-) -> Iterator[Callable[..., None] | None]:
+def _progress(enabled: bool, description: str, total: int | None = None) -> Iterator[Callable[..., None] | None]:
     """A transfer progress bar on a terminal; nothing otherwise."""
     if not (enabled and sys.stderr.isatty()):
         yield None
@@ -118,8 +116,16 @@ def cmd_restore_dump(args: argparse.Namespace) -> int:
     from .core.dumps import restore_dump
 
     with _session(args) as s, _progress(not args.json, f"loading dump of {args.host}") as bar:
-        res = restore_dump(s, args.host, args.target_host, backup_id=args.backup_id, database=args.database,
-                           grants=args.grants, force=args.force, progress=bar)
+        res = restore_dump(
+            s,
+            args.host,
+            args.target_host,
+            backup_id=args.backup_id,
+            database=args.database,
+            grants=args.grants,
+            force=args.force,
+            progress=bar,
+        )
     if args.json:
         _print_json(res)
     else:
@@ -141,10 +147,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not backups:
         print(f"no completed backups of {args.host}")
         return 0
-    print(
-        f"{'ID':<28} {'KIND':<12} {'PARENT':<28} {'FROM LSN':>12} {'TO LSN':>12} {'STORED':>11}"
-        "  FINISHED (UTC)"
-    )
+    print(f"{'ID':<28} {'KIND':<12} {'PARENT':<28} {'FROM LSN':>12} {'TO LSN':>12} {'STORED':>11}  FINISHED (UTC)")
     for m in backups:
         print(
             f"{m.id:<28} {m.kind:<12} {(m.parent_id or '-'):<28} {m.from_lsn or 0:>12} {m.to_lsn or 0:>12} "
@@ -157,9 +160,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .core.restore import restore_chain
 
     with _session(args) as s, _progress(not args.json, f"restore of {args.host}") as bar:
-        res = restore_chain(
-            s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar
-        )
+        res = restore_chain(s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar)
     if args.json:
         _print_json(res.__dict__)
     else:
@@ -176,9 +177,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .core.verify import verify_backup
 
     with _session(args) as s, _progress(not args.json, f"verify {args.host}") as bar:
-        report = verify_backup(
-            s, args.host, backup_id=args.backup_id, at=args.at, progress=bar, raise_on_failure=False
-        )
+        report = verify_backup(s, args.host, backup_id=args.backup_id, at=args.at, progress=bar, raise_on_failure=False)
     if args.json:
         _print_json(report.model_dump(mode="json"))
     else:
@@ -238,19 +237,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     with _session(args) as s:
         h = s.config.host(args.host)
-        report = prune(
-            s.catalog, args.host, h.retention, h.dump.rotation, apply=args.apply, now=datetime.now(UTC)
-        )
+        report = prune(s.catalog, args.host, h.retention, h.dump.rotation, apply=args.apply, now=datetime.now(UTC))
     if args.json:
         _print_json(report)
         return 0
     verb = "deleted" if args.apply else "would delete (dry run; --apply to delete)"
     for kind in ("physical", "dumps"):
         plan = report[kind]
-        print(
-            f"{kind}: keep {len(plan['keep'])}, {verb} {len(plan['delete'])} "
-            f"({_human_bytes(plan['delete_bytes'])})"
-        )
+        print(f"{kind}: keep {len(plan['keep'])}, {verb} {len(plan['delete'])} ({_human_bytes(plan['delete_bytes'])})")
         for bid in plan["delete"]:
             print(f"  - {bid}")
         if args.verbose:
@@ -273,6 +267,77 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
         print(f"removed {len(removed)} orphaned object(s)")
         for k in removed:
             print(f"  {k}")
+    return 0
+
+
+def _stream_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, int, int]:
+    """Client, codec, keyring, part size, concurrency: flags first, then the config (if any)."""
+    from .core.codec import codec_for
+    from .core.crypto import Keyring, load_key_file
+    from .core.stream import make_client
+
+    cfg = None
+    if args.config or os.environ.get(CONFIG_ENV):
+        cfg = load_config(args.config)
+    s3 = cfg.repository.s3 if cfg else None
+    endpoint = args.endpoint_url or (s3.endpoint_url if s3 else None)
+    region = args.region or (s3.region if s3 else None)
+    part_size = args.part_size or (s3.part_size if s3 else 16 * 1024 * 1024)
+    concurrency = args.concurrency or (s3.concurrency if s3 else 8)
+    key_file = args.key_file or (cfg.repository.encryption_key_file if cfg and args.encrypt is not False else None)
+    if args.encrypt and not key_file:
+        from .core.errors import ConfigError
+
+        raise ConfigError("--encrypt needs a key", hint="pass --key-file FILE or a config with encryption_key_file")
+    keyring = Keyring(load_key_file(Path(key_file)) if key_file and args.encrypt is not False else None)
+    compression = args.compression or (cfg.repository.compression if cfg else "none")
+    client = make_client(endpoint_url=endpoint, region=region, max_pool_connections=max(16, concurrency * 2))
+    return client, codec_for(compression, keyring), keyring, part_size, concurrency
+
+
+def cmd_stream_put(args: argparse.Namespace) -> int:
+    from .core.stream.pipe import put
+
+    client, codec, keyring, part_size, concurrency = _stream_setup(args)
+    producer = args.producer
+    with _progress(True, f"put {args.url}") as bar:
+        res = put(
+            client,
+            args.url,
+            codec=codec,
+            keyring=keyring,
+            producer=producer or None,
+            part_size=part_size,
+            concurrency=concurrency,
+            progress=bar,
+        )
+    if args.json:
+        _print_json(res.__dict__)
+    else:
+        print(
+            f"{args.url}: {_human_bytes(res.source_size)} in, {_human_bytes(res.size)} stored in "
+            f"{res.parts or 1} part(s), {res.seconds:.1f}s",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_stream_get(args: argparse.Namespace) -> int:
+    from .core.stream.pipe import get
+
+    client, codec, keyring, part_size, concurrency = _stream_setup(args)
+    with _progress(True, f"get {args.url}") as bar:
+        get(
+            client,
+            args.url,
+            sys.stdout.buffer,
+            codec=codec,
+            keyring=keyring,
+            part_size=part_size,
+            concurrency=concurrency,
+            progress=bar,
+        )
+    sys.stdout.buffer.flush()
     return 0
 
 
@@ -360,9 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=cmd_verify)
 
-    st = sub.add_parser(
-        "staging-restore", help="stop a staging server, restore a point into it, start, check"
-    )
+    st = sub.add_parser("staging-restore", help="stop a staging server, restore a point into it, start, check")
     st.add_argument("--target", required=True, help="a staging: entry of the config (must say staging: true)")
     st.add_argument("--host", required=True, help="whose backups to restore")
     g = st.add_mutually_exclusive_group()
@@ -388,6 +451,30 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_cleanup)
 
+    stream = sub.add_parser("stream", help="stream stdin to S3 and back (what gof3r did), on the backup uploader")
+    ssub = stream.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
+    for direction, text in (
+        ("put", "stdin (or a producer after --) to s3://bucket/key"),
+        ("get", "s3://bucket/key to stdout, verified"),
+    ):
+        sp = ssub.add_parser(direction, help=text)
+        sp.add_argument("url", help="s3://bucket/key")
+        sp.add_argument("--endpoint-url")
+        sp.add_argument("--region")
+        sp.add_argument("--part-size", type=int, help="bytes per part (default 16 MiB; grows past 10,000 parts)")
+        sp.add_argument("--concurrency", type=int, help="parts in flight (memory = concurrency x part size)")
+        sp.add_argument("--compression", choices=["zstd", "none"], help="default: the config's, else none")
+        enc = sp.add_mutually_exclusive_group()
+        enc.add_argument("--encrypt", action="store_true", default=None, help="AES-256-GCM with the repository key")
+        enc.add_argument("--no-encrypt", dest="encrypt", action="store_false")
+        sp.add_argument("--key-file", help="repository key (default: the config's encryption_key_file)")
+        if direction == "put":
+            sp.add_argument("--json", action="store_true")
+            sp.epilog = "After the options, `-- CMD ARGS` runs the producer itself: its failure aborts the upload."
+            sp.set_defaults(func=cmd_stream_put, producer=None)
+        else:
+            sp.set_defaults(func=cmd_stream_get)
+
     kg = sub.add_parser("keygen", help="print a new repository encryption key")
     kg.set_defaults(func=cmd_keygen)
 
@@ -405,7 +492,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    producer = None
+    if "--" in argv and "stream" in argv[: argv.index("--")]:
+        cut = argv.index("--")
+        argv, producer = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if producer is not None:
+        args.producer = producer
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
