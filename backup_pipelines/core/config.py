@@ -149,6 +149,8 @@ class HostConfig(_Model):
     stream_binary: str | None = None  # mbstream / xbstream
     server_binary: str | None = None  # mariadbd / mysqld, for verification sandboxes
     parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    # Buffer pool for --prepare (--use-memory): the main lever on restore time; the tools' default is 100M.
+    prepare_memory: Annotated[str, Field(pattern=r"^[0-9]+[KMG]?$")] = "1G"
     extra_backup_args: list[str] = []
     transport: Transport = LocalTransport()
     schedules: Schedules = Schedules()

@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,6 +29,7 @@ from .session import Session
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
+FETCH_WORKERS = 3
 
 
 @dataclass
@@ -203,21 +205,33 @@ def restore_chain(
         try:
             work.mkdir(mode=0o700)
             t0 = time.monotonic()
-            dirs = []
-            for i, m in enumerate(chain):
-                d = work / f"{i:03d}-{m.kind}"
-                _extract(session, engine, m, d, tick)
-                dirs.append(d)
-            t1 = time.monotonic()
-            for cmd in engine.prepare_commands(dirs[0], dirs[1:]):
-                engine.resolve(cmd[0])
-                run(
-                    cmd,
-                    what=f"preparing backup {wanted.id} ({describe(cmd[2:4])})",
-                    marker=SUCCESS_MARKER,
-                    host=host,
-                    backup_id=wanted.id,
-                )
+            dirs = [work / f"{i:03d}-{m.kind}" for i, m in enumerate(chain)]
+            # Fetch and extract every link concurrently; prepare each step as soon as the links it
+            # reads are on disk, so preparing the base overlaps downloading the incrementals.
+            with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(chain)), thread_name_prefix="fetch") as pool:
+                futures = [pool.submit(_extract, session, engine, m, d, tick) for m, d in zip(chain, dirs, strict=True)]
+                try:
+                    t1 = t0
+                    for cmd in engine.prepare_commands(dirs[0], dirs[1:]):
+                        needs = max(i for i, d in enumerate(dirs) if any(str(d) in arg for arg in cmd))
+                        for f in futures[: needs + 1]:
+                            f.result()
+                        if needs == len(dirs) - 1 and t1 == t0:
+                            t1 = time.monotonic()
+                        engine.resolve(cmd[0])
+                        run(
+                            cmd,
+                            what=f"preparing backup {wanted.id} ({describe(cmd[2:4])})",
+                            marker=SUCCESS_MARKER,
+                            host=host,
+                            backup_id=wanted.id,
+                        )
+                finally:
+                    for f in futures:
+                        f.cancel()
+                    for f in futures:  # surface the first extraction error, whatever the prepare did
+                        if not f.cancelled() and f.exception() is not None:
+                            raise f.exception()  # type: ignore[misc]
             t2 = time.monotonic()
             check_target(target)  # again: nothing may have appeared meanwhile
             cmd = engine.copy_back_command(dirs[0], target, work)

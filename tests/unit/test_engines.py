@@ -43,10 +43,11 @@ def test_mariabackup_full_and_incremental():
 def test_mariabackup_prepare_has_no_apply_log_only():
     e = engine_for(host("mariabackup"))
     cmds = e.prepare_commands(Path("/r/0"), [Path("/r/1"), Path("/r/2")])
+    mem = "--use-memory=1G"  # the prepare buffer pool: the tools' 100M default makes restores slow
     assert cmds == [
-        ["mariabackup", "--no-defaults", "--prepare", "--target-dir=/r/0"],
-        ["mariabackup", "--no-defaults", "--prepare", "--target-dir=/r/0", "--incremental-dir=/r/1"],
-        ["mariabackup", "--no-defaults", "--prepare", "--target-dir=/r/0", "--incremental-dir=/r/2"],
+        ["mariabackup", "--no-defaults", "--prepare", mem, "--target-dir=/r/0"],
+        ["mariabackup", "--no-defaults", "--prepare", mem, "--target-dir=/r/0", "--incremental-dir=/r/1"],
+        ["mariabackup", "--no-defaults", "--prepare", mem, "--target-dir=/r/0", "--incremental-dir=/r/2"],
     ]
     assert e.copy_back_command(Path("/r/0"), Path("/d"), Path("/s")) == [
         "mariabackup",
@@ -67,7 +68,7 @@ def test_xtrabackup_apply_log_only_on_all_but_last_step():
     assert ["--apply-log-only" in c for c in cmds] == [True, True, False]
     assert cmds[2][-1] == "--incremental-dir=/r/2"
     only_full = e.prepare_commands(Path("/r/0"), [])
-    assert only_full == [["xtrabackup", "--no-defaults", "--prepare", "--target-dir=/r/0"]]
+    assert only_full == [["xtrabackup", "--no-defaults", "--prepare", "--use-memory=1G", "--target-dir=/r/0"]]
 
 
 def test_innobackupex_legacy_flags(tmp_path):
@@ -76,9 +77,9 @@ def test_innobackupex_legacy_flags(tmp_path):
     assert cmd[0] == "innobackupex" and cmd[-1] == str(LSN)  # positional scratch dir
     assert "--incremental" in cmd and "--incremental-lsn=99" in cmd and "--backup" not in cmd
     cmds = e.prepare_commands(Path("/r/0"), [Path("/r/1"), Path("/r/2")])
-    assert cmds[0] == ["innobackupex", "--no-defaults", "--apply-log", "--redo-only", "/r/0"]
+    assert cmds[0] == ["innobackupex", "--no-defaults", "--apply-log", "--use-memory=1G", "--redo-only", "/r/0"]
     assert "--redo-only" in cmds[1] and "--redo-only" not in cmds[2]
-    assert cmds[-1] == ["innobackupex", "--no-defaults", "--apply-log", "/r/0"]
+    assert cmds[-1] == ["innobackupex", "--no-defaults", "--apply-log", "--use-memory=1G", "/r/0"]
     cb = e.copy_back_command(Path("/r/0"), Path("/data"), tmp_path)
     assert cb[1].startswith("--defaults-file=") and cb[2:] == ["--move-back", "/r/0"]
     assert "datadir=/data" in (tmp_path / "copy-back.cnf").read_text()

@@ -34,14 +34,25 @@ class InnobackupexEngine(PhysicalEngine):
         return cmd + list(self.host.extra_backup_args) + [str(lsn_dir)]
 
     def prepare_commands(self, base_dir: Path, incremental_dirs: list[Path]) -> list[list[str]]:
-        cmds = [[self.binary, "--no-defaults", "--apply-log", "--redo-only", str(base_dir)]]
+        cmds = [
+            [
+                self.binary,
+                "--no-defaults",
+                "--apply-log",
+                f"--use-memory={self.host.prepare_memory}",
+                "--redo-only",
+                str(base_dir),
+            ]
+        ]
         for i, inc in enumerate(incremental_dirs):
-            cmd = [self.binary, "--no-defaults", "--apply-log"]
+            cmd = [self.binary, "--no-defaults", "--apply-log", f"--use-memory={self.host.prepare_memory}"]
             if i < len(incremental_dirs) - 1:
                 cmd.append("--redo-only")
             cmds.append([*cmd, str(base_dir), f"--incremental-dir={inc}"])
         # The final pass rolls back uncommitted transactions and creates fresh redo logs.
-        cmds.append([self.binary, "--no-defaults", "--apply-log", str(base_dir)])
+        cmds.append(
+            [self.binary, "--no-defaults", "--apply-log", f"--use-memory={self.host.prepare_memory}", str(base_dir)]
+        )
         return cmds
 
     def copy_back_command(self, prepared_dir: Path, datadir: Path, scratch_dir: Path) -> list[str]:

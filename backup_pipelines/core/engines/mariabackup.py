@@ -32,13 +32,22 @@ class MariabackupEngine(PhysicalEngine):
 
     def prepare_commands(self, base_dir: Path, incremental_dirs: list[Path]) -> list[list[str]]:
         # mariabackup >= 10.2 needs no --apply-log-only: each step is a plain --prepare.
-        cmds = [[self.binary, "--no-defaults", "--prepare", f"--target-dir={base_dir}"]]
+        cmds = [
+            [
+                self.binary,
+                "--no-defaults",
+                "--prepare",
+                f"--use-memory={self.host.prepare_memory}",
+                f"--target-dir={base_dir}",
+            ]
+        ]
         for inc in incremental_dirs:
             cmds.append(
                 [
                     self.binary,
                     "--no-defaults",
                     "--prepare",
+                    f"--use-memory={self.host.prepare_memory}",
                     f"--target-dir={base_dir}",
                     f"--incremental-dir={inc}",
                 ]

@@ -36,7 +36,7 @@ class XtrabackupEngine(PhysicalEngine):
         steps = [None, *incremental_dirs]
         cmds = []
         for i, inc in enumerate(steps):
-            cmd = [self.binary, "--no-defaults", "--prepare"]
+            cmd = [self.binary, "--no-defaults", "--prepare", f"--use-memory={self.host.prepare_memory}"]
             if i < len(steps) - 1:
                 cmd.append("--apply-log-only")
             cmd.append(f"--target-dir={base_dir}")
