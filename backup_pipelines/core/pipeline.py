@@ -8,7 +8,9 @@ aborted and nothing is visible.
 
 from __future__ import annotations
 
+import queue
 import subprocess
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from .session import Session
 
 READ_SIZE = 1024 * 1024
 TAIL_BYTES = 512
+RING = 8  # read-ahead buffers of READ_SIZE: bounds memory to ~8 MiB
 Progress = Callable[[int], None]
 
 
@@ -33,30 +36,61 @@ class Streamed:
 
 
 def pump(
-    tool: Tool,
-    write: Callable[[memoryview], object],
-    progress: Progress | None,
-    keep_tail: bytearray | None = None,
+    tool: Tool, write: Callable[[memoryview], object], progress: Progress | None, keep_tail: bytearray | None = None
 ) -> int:
-    """Copy the tool's stdout into `write`; return the byte count. Keeps the last bytes if asked."""
+    """Copy the tool's stdout into `write`; return the byte count. Keeps the last bytes if asked.
+
+    A reader thread drains the pipe into a small ring of buffers while this thread
+    compresses, encrypts and writes, so the producer never waits on our processing (up
+    to RING buffers ahead), as it would not wait on `| zstd`.
+    """
     assert tool.proc.stdout is not None
     out = tool.proc.stdout
     enlarge_pipe(out)
-    buf = bytearray(READ_SIZE)
-    view = memoryview(buf)
+    readinto = getattr(out, "raw", out).readinto
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    for _ in range(RING):
+        free.put(bytearray(READ_SIZE))
+    filled: queue.Queue[tuple[bytearray, int] | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+
+    def reader() -> None:
+        try:
+            while not stop.is_set():
+                buf = free.get()
+                n = readinto(buf)
+                if not n:
+                    filled.put(None)
+                    return
+                filled.put((buf, n))
+        except BaseException as err:  # handed to the consumer, which raises it
+            filled.put(err)
+
+    thread = threading.Thread(target=reader, name="pump-reader", daemon=True)
+    thread.start()
     total = 0
-    readinto = out.readinto  # type: ignore[attr-defined]
-    while True:
-        n = readinto(buf)
-        if not n:
-            break
-        write(view[:n])
-        total += n
-        if keep_tail is not None:
-            keep_tail += view[max(0, n - TAIL_BYTES) : n]
-            del keep_tail[:-TAIL_BYTES]
-        if progress:
-            progress(total)
+    try:
+        while True:
+            item = filled.get()
+            if item is None:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            view = memoryview(buf)[:n]
+            write(view)
+            total += n
+            if keep_tail is not None:
+                keep_tail += view[max(0, n - TAIL_BYTES) :]
+                del keep_tail[:-TAIL_BYTES]
+            del view
+            free.put(buf)
+            if progress:
+                progress(total)
+    finally:
+        stop.set()
+        free.put(bytearray(1))  # unblock a reader waiting for a buffer
+    thread.join(timeout=5)
     return total
 
 

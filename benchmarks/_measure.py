@@ -1,0 +1,232 @@
+"""Shared helpers for the benchmark scripts: run a child and measure it, medians, tables.
+
+`run()` starts a command with its stdin from a file (or a pipe, or nothing) and its stdout to
+a file (or /dev/null, or a pipe), waits for it with os.wait4 and returns its wall time, the
+user+sys CPU seconds and the peak RSS of the child (rusage covers the child and any
+descendants it waited for, so a wrapper's children count too). Nothing here prints unless
+asked; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+StdinSpec = str | Path | int | IO[bytes] | None
+StdoutSpec = str | Path | int | IO[bytes] | None
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One child run: wall seconds, user+sys CPU seconds, peak RSS bytes, exit status."""
+
+    wall: float
+    cpu: float
+    user: float
+    sys: float
+    maxrss: int
+    returncode: int
+    stderr_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CommandFailed(RuntimeError):
+    def __init__(self, cmd: Sequence[str], m: Measurement) -> None:
+        super().__init__(f"{' '.join(map(str, cmd))} exited with {m.returncode}: {m.stderr_tail}")
+        self.measurement = m
+
+
+def _open_in(spec: StdinSpec, stack: contextlib.ExitStack) -> Any:
+    if spec is None:
+        return subprocess.DEVNULL
+    if isinstance(spec, str | Path):
+        return stack.enter_context(open(spec, "rb", buffering=0))
+    return spec
+
+
+def _open_out(spec: StdoutSpec, stack: contextlib.ExitStack) -> Any:
+    if spec is None:
+        return subprocess.DEVNULL
+    if isinstance(spec, str | Path):
+        return stack.enter_context(open(spec, "wb", buffering=0))
+    return spec
+
+
+def run(
+    cmd: Sequence[str | Path],
+    *,
+    stdin: StdinSpec = None,
+    stdout: StdoutSpec = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> Measurement:
+    """Run `cmd` to completion and measure it (see the module docstring).
+
+    stdin: a path to read, an open file or fd (e.g. a producer's pipe), or None for /dev/null.
+    stdout: a path to write, an open file or fd, or None for /dev/null.
+    The child's stderr is kept in a temporary file; its tail is in the result.
+    A child still running after `timeout` seconds is killed (with its process group).
+    """
+    argv = [str(c) for c in cmd]
+    with contextlib.ExitStack() as stack:
+        err = stack.enter_context(tempfile.TemporaryFile())
+        fin = _open_in(stdin, stack)
+        fout = _open_out(stdout, stack)
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            argv,
+            stdin=fin,
+            stdout=fout,
+            stderr=err,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            start_new_session=True,
+        )
+        timer = None
+        if timeout:
+            timer = threading.Timer(timeout, _kill_group, (proc.pid,))
+            timer.daemon = True
+            timer.start()
+        try:
+            while True:
+                try:
+                    _, status, ru = os.wait4(proc.pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+        finally:
+            if timer is not None:
+                timer.cancel()
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
+        err.seek(0)
+        text = err.read().decode(errors="replace")
+    m = Measurement(
+        wall=wall,
+        cpu=ru.ru_utime + ru.ru_stime,
+        user=ru.ru_utime,
+        sys=ru.ru_stime,
+        maxrss=ru.ru_maxrss * 1024,  # Linux reports KiB
+        returncode=proc.returncode,
+        stderr_tail=_tail(text),
+    )
+    if check and not m.ok:
+        raise CommandFailed(argv, m)
+    return m
+
+
+def run_piped(
+    producer: Sequence[str | Path],
+    cmd: Sequence[str | Path],
+    *,
+    stdout: StdoutSpec = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> Measurement:
+    """`producer | cmd`, measuring only `cmd` (the producer's cost is not counted)."""
+    prod = subprocess.Popen([str(c) for c in producer], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert prod.stdout is not None
+    try:
+        m = run(cmd, stdin=prod.stdout, stdout=stdout, env=env, timeout=timeout, check=False)
+    finally:
+        prod.stdout.close()
+        if prod.poll() is None:
+            prod.kill()
+        prod.wait()
+    if check and not m.ok:
+        raise CommandFailed([str(c) for c in cmd], m)
+    return m
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _tail(text: str, lines: int = 8) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def process_cpu(pid: int) -> float:
+    """User+sys CPU seconds a running process (all its threads) has used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
+
+
+def process_rss(pid: int) -> int:
+    """Current resident set size of a running process, in bytes."""
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def median(values: Iterable[float]) -> float:
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def ratio(ours: float, best: float) -> float:
+    return ours / best if best else float("nan")
+
+
+def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, align: str | None = None) -> str:
+    """A plain-text table; `align` is one char per column, 'l' or 'r' (numbers right by default)."""
+    body = [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in body:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    if align is None:
+        align = "l" + "r" * (len(headers) - 1)
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for i, cell in enumerate(cells):
+            out.append(cell.ljust(widths[i]) if align[i] == "l" else cell.rjust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), sep, *(line(r) for r in body)])
+
+
+def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
+                align: str | None = None) -> None:
+    if title:
+        print(f"\n{title}")
+    print(format_table(headers, rows, align=align), flush=True)
+
+
+def mb_per_s(nbytes: int, seconds: float) -> float:
+    """Throughput in MB/s (10^6 bytes per second)."""
+    return nbytes / seconds / 1e6 if seconds > 0 else float("nan")
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"
