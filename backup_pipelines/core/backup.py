@@ -94,9 +94,7 @@ def run_physical_backup(
             try:
                 checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())
                 tool_info = parse_tool_info(
-                    (lsn_dir / "xtrabackup_info").read_text()
-                    if (lsn_dir / "xtrabackup_info").exists()
-                    else ""
+                    (lsn_dir / "xtrabackup_info").read_text() if (lsn_dir / "xtrabackup_info").exists() else ""
                 )
             except (OSError, ValueError) as err:
                 session.repo.delete([data_key])
@@ -109,8 +107,7 @@ def run_physical_backup(
         if parent is not None and checkpoints.from_lsn != parent.to_lsn:
             session.repo.delete([data_key])
             raise ChainError(
-                f"incremental starts at LSN {checkpoints.from_lsn}, "
-                f"parent {parent.id} ends at {parent.to_lsn}",
+                f"incremental starts at LSN {checkpoints.from_lsn}, parent {parent.id} ends at {parent.to_lsn}",
                 host=host,
                 backup_id=backup_id,
             )

@@ -266,16 +266,13 @@ class Catalog:
         seen: set[str] = set()
         while current is not None:
             if current in seen:
-                raise ChainError(
-                    f"backup chain of {backup_id} loops at {current}", host=host, backup_id=backup_id
-                )
+                raise ChainError(f"backup chain of {backup_id} loops at {current}", host=host, backup_id=backup_id)
             seen.add(current)
             try:
                 m = self.read_manifest(host, current)
             except NotFoundError:
                 raise ChainError(
-                    f"backup {backup_id} of host {host} cannot be restored: its chain is missing "
-                    f"backup {current}",
+                    f"backup {backup_id} of host {host} cannot be restored: its chain is missing backup {current}",
                     host=host,
                     backup_id=current,
                     hint="restore an earlier point (`list` shows them) or the offsite copy; take a new "
@@ -321,9 +318,7 @@ class Catalog:
         marked = m.model_copy(update={"status": "deleting"})
         self.write_manifest(marked)
         self.repo.delete([o.key for o in m.objects])
-        leftovers = [
-            i.key for i in self.repo.list(self.backup_prefix(m.host, m.id)) if not i.key.endswith(MANIFEST)
-        ]
+        leftovers = [i.key for i in self.repo.list(self.backup_prefix(m.host, m.id)) if not i.key.endswith(MANIFEST)]
         self.repo.delete(leftovers)
         self.repo.delete([self.manifest_key(m.host, m.id)])
 

@@ -84,9 +84,7 @@ class Digest:
 
 
 class _EncryptStage:
-    def __init__(
-        self, enc_factory: Callable[[Callable[[Buffer], object]], Encryptor], downstream: Stage
-    ) -> None:
+    def __init__(self, enc_factory: Callable[[Callable[[Buffer], object]], Encryptor], downstream: Stage) -> None:
         self._down = downstream
         self._enc = enc_factory(downstream.write)
 

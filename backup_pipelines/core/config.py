@@ -100,6 +100,7 @@ class DumpSettings(_Model):
     binary: str | None = None
     loader_binary: str | None = None
     threads: Annotated[int, Field(ge=1, le=64)] = 2
+    timeout_minutes: Annotated[float, Field(gt=0)] = 240.0  # mydumper runs are killed after this
     databases: list[str] | None = None  # None: every database but the system ones
     rotation: DumpRotation = DumpRotation()
 
@@ -257,9 +258,7 @@ class Config(_Model):
             )
         for name, target in self.staging.items():
             if target.source_host is not None and target.source_host not in self.hosts:
-                raise ValueError(
-                    f"staging.{name}.source_host {target.source_host!r} is not a configured host"
-                )
+                raise ValueError(f"staging.{name}.source_host {target.source_host!r} is not a configured host")
         return self
 
     def host(self, name: str) -> HostConfig:

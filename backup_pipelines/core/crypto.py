@@ -215,8 +215,7 @@ class Decryptor:
             plain = self._aead.decrypt(_nonce(self._counter, last), bytes(frame), self._header)
         except InvalidTag:
             raise IntegrityError(
-                f"{self._what} failed authentication at frame {self._counter}: "
-                "it was modified, truncated or corrupted",
+                f"{self._what} failed authentication at frame {self._counter}: it was modified, truncated or corrupted",
                 hint="do not use this object; restore from an earlier backup or the offsite copy",
             ) from None
         self._counter += 1

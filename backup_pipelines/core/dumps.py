@@ -142,15 +142,24 @@ def run_dump(
                     assert isinstance(engine, MydumperEngine)
                     engine.resolve(engine.binary, "mydumper")
                     out = Path(scratch) / "dump"
-                    run(
-                        engine.dump_command(cnf, out, databases),
-                        what=f"mydumper of {host}",
-                        host=host,
-                        backup_id=backup_id,
-                    )
-                    meta = parse_mydumper_metadata((out / "metadata").read_text(errors="replace"))
-                    if "Log" in meta and "Pos" in meta:
-                        binlog = BinlogInfo(file=meta["Log"], position=int(meta["Pos"]), gtid=meta.get("GTID"))
+                    for db in databases:
+                        d = out / db
+                        d.parent.mkdir(parents=True, exist_ok=True)
+                        run(
+                            engine.dump_command(cnf, d, db),
+                            what=f"mydumper of {host} ({db})",
+                            host=host,
+                            backup_id=backup_id,
+                        )
+                        if not (d / "metadata").exists() or (d / "metadata.partial").exists():
+                            raise ToolError(
+                                f"mydumper of {host} ({db}) exited without finishing its metadata",
+                                host=host,
+                                backup_id=backup_id,
+                            )
+                        meta = parse_mydumper_metadata((d / "metadata").read_text(errors="replace"))
+                        if binlog is None and "Log" in meta and "Pos" in meta:
+                            binlog = BinlogInfo(file=meta["Log"], position=int(meta["Pos"]), gtid=meta.get("GTID"))
                     put("mydumper.tar", ["tar", "-C", str(out), "-cf", "-", "."], marker=None)
         except BaseException:
             session.repo.delete([s.key for s in done])  # no manifest: leave nothing behind either
@@ -285,12 +294,13 @@ def restore_dump(
                     )
                     tar.check()
                 engine.resolve(engine.loader, "mydumper")
-                run(
-                    engine.load_command(cnf, target.conn_args(), directory=d, database=database),
-                    what=f"myloader into {target_name}",
-                    host=host,
-                    backup_id=m.id,
-                )
+                for db in wanted:
+                    run(
+                        engine.load_command(cnf, target.conn_args(), directory=Path(d) / db, database=db),
+                        what=f"myloader of {db} into {target_name}",
+                        host=host,
+                        backup_id=m.id,
+                    )
         else:
             names = [f"db/{db}.sql" for db in wanted] + (["grants.sql"] if grants else [])
             for name in names:

@@ -38,9 +38,7 @@ def check_catalog(catalog: Catalog, host: str) -> dict[str, Any]:
         if parent is None:
             problems.append(f"{m.id}: parent {m.parent_id} is missing from the catalog")
         elif m.from_lsn != parent.to_lsn:
-            problems.append(
-                f"{m.id}: starts at LSN {m.from_lsn} but parent {parent.id} ends at {parent.to_lsn}"
-            )
+            problems.append(f"{m.id}: starts at LSN {m.from_lsn} but parent {parent.id} ends at {parent.to_lsn}")
         elif (m.to_lsn or 0) < (m.from_lsn or 0):
             problems.append(f"{m.id}: to_lsn {m.to_lsn} is before from_lsn {m.from_lsn}")
     chains = chains_of(backups)

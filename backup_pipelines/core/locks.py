@@ -39,9 +39,7 @@ def host_lock(work_dir: Path, host: str, purpose: str) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(
             fd,
-            json.dumps(
-                {"pid": os.getpid(), "purpose": purpose, "since": datetime.now(UTC).isoformat()}
-            ).encode(),
+            json.dumps({"pid": os.getpid(), "purpose": purpose, "since": datetime.now(UTC).isoformat()}).encode(),
             0,
         )
         yield path

@@ -155,8 +155,7 @@ class MariaDBServer:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise ToolError(
-                    f"the database server on {self.datadir} exited during start-up "
-                    f"(status {self.proc.returncode})",
+                    f"the database server on {self.datadir} exited during start-up (status {self.proc.returncode})",
                     command=" ".join(self.command()),
                     stderr_tail=self.error_log_tail(),
                     hint="read the error log above; a restored datadir that cannot start is not a backup",

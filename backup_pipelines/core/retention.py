@@ -46,9 +46,7 @@ class KeepNewestChains(Rule):
             if root not in roots:
                 roots.append(root)
         wanted = set(roots[: self.n])
-        return {
-            m.id: f"in one of the {self.n} newest chains" for m in points if (m.chain_id or m.id) in wanted
-        }
+        return {m.id: f"in one of the {self.n} newest chains" for m in points if (m.chain_id or m.id) in wanted}
 
 
 def period_of(when: datetime, period: str) -> tuple[int, ...]:

@@ -164,9 +164,7 @@ class LocalWorker(Worker):
         self.host = host
         self.config_path = str(config_path)
         self.command = (
-            shlex.split(spec.command)
-            if spec and spec.command
-            else [sys.executable, "-m", "backup_pipelines.cli"]
+            shlex.split(spec.command) if spec and spec.command else [sys.executable, "-m", "backup_pipelines.cli"]
         )
 
     def argv(self, cli_args: list[str]) -> list[str]:
@@ -221,8 +219,7 @@ class SSHWorker(Worker):
                 host=self.host,
                 command=shlex.join(cli_args),
                 stderr_tail=tail(res.stderr),
-                hint="check the host is up, the key_file is authorised there and known_hosts_file "
-                "holds its host key",
+                hint="check the host is up, the key_file is authorised there and known_hosts_file holds its host key",
             )
         if res.returncode == 127:
             return TransportError(

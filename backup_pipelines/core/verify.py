@@ -54,11 +54,7 @@ def table_fingerprints(
                 rows = cur.fetchall()
                 statuses = [r[3] for r in rows if r[2] == "status"]
                 errors = [r[3] for r in rows if r[2] == "error"]
-                ok = (
-                    not errors
-                    and bool(statuses)
-                    and all(s in ("OK", "Table is already up to date") for s in statuses)
-                )
+                ok = not errors and bool(statuses) and all(s in ("OK", "Table is already up to date") for s in statuses)
                 entry["check"] = "OK" if ok else "; ".join(errors + statuses) or "no status"
             cur.execute(f"SELECT COUNT(*) FROM {q}")
             entry["rows"] = int(cur.fetchone()[0])
@@ -92,9 +88,7 @@ def verify_backup(
         result = restore_chain(session, host, sandbox / "datadir", backup_id=wanted.id, progress=progress)
         chain = result.chain
         t1 = time.monotonic()
-        server = MariaDBServer(
-            sandbox / "datadir", sandbox / "run", binary=hcfg.server_binary, skip_grant_tables=True
-        )
+        server = MariaDBServer(sandbox / "datadir", sandbox / "run", binary=hcfg.server_binary, skip_grant_tables=True)
         with server, server.connect() as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT VERSION()")

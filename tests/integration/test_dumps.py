@@ -72,7 +72,7 @@ def test_single_database_restore_and_grants(dump_source, make_config, staging_se
 
     with open(grants, "wb") as f:
         fetch_object(s, m, CallableSink(f.write), obj=next(o for o in m.objects if o.name == "grants.sql"))
-    assert b"CREATE USER `backup`@`localhost`" in grants.read_bytes()
+    assert b"CREATE USER IF NOT EXISTS `backup`@`localhost`" in grants.read_bytes()
     # the CLI, with --database: only inventory arrives
     out = subprocess.run([sys.executable, "-m", "backup_pipelines.cli", "-c", str(tmp_path / "config.yaml"),
                           "restore-dump", "--host", "db1", "--target-host", "stage", "--database", "inventory",

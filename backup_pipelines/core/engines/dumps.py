@@ -108,8 +108,9 @@ class MysqldumpEngine(DumpEngine):
         ]
 
     def grants_command(self, cnf: Path) -> list[str]:
-        """Users and grants as portable CREATE USER / GRANT statements (MariaDB 10.2.37+)."""
-        return [*self._base(cnf), "--system=users"]
+        """Users and grants as portable CREATE USER / GRANT statements (MariaDB 10.2.37+);
+        --insert-ignore so loading onto a server that has some of the users does not fail."""
+        return [*self._base(cnf), "--system=users", "--insert-ignore"]
 
     def load_command(self, defaults_file: Path, conn: list[str], **kw: object) -> list[str]:
         return [self.client, f"--defaults-extra-file={defaults_file}", *conn, "--batch"]
@@ -129,9 +130,10 @@ class MydumperEngine(DumpEngine):
     def loader(self) -> str:
         return self.settings.loader_binary or "myloader"
 
-    def dump_command(self, cnf: Path, out_dir: Path, databases: list[str]) -> list[str]:
-        pattern = "^(" + "|".join(re.escape(d) for d in databases) + r")\."
-        return [
+    def dump_command(self, cnf: Path, out_dir: Path, database: str) -> list[str]:
+        """One database per run, under `timeout`: mydumper 0.10 with --regex and >=2 threads can
+        deadlock forever on its work queue; with --database it has not been seen to."""
+        cmd = [
             self.binary,
             f"--defaults-file={cnf}",
             *connection_args(self.host),
@@ -141,8 +143,9 @@ class MydumperEngine(DumpEngine):
             "--triggers",
             "--events",
             "--routines",
-            f"--regex={pattern}",
+            f"--database={database}",
         ]
+        return ["timeout", "--kill-after=30", str(int(self.settings.timeout_minutes * 60)), *cmd]
 
     def load_command(self, defaults_file: Path, conn: list[str], **kw: object) -> list[str]:
         cmd = [
@@ -153,10 +156,8 @@ class MydumperEngine(DumpEngine):
             "--overwrite-tables",
             f"--threads={self.settings.threads}",
         ]
-        database = kw.get("database")
-        if database:
-            cmd += [f"--source-db={database}", f"--database={database}"]
-        return cmd
+        database = kw["database"]
+        return [*cmd, f"--source-db={database}", f"--database={database}"]
 
 
 def dump_engine_for(host: HostConfig) -> DumpEngine:
