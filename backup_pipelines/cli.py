@@ -73,7 +73,10 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config)
+    cfg = load_config(args.config)
+    if getattr(args, "repository", None):  # e.g. an offsite copy restored after the primary was lost
+        cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={"url": args.repository})})
+    return cfg
 
 
 # -- commands ------------------------------------------------------------------------
@@ -341,6 +344,44 @@ def cmd_stream_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_offsite(args: argparse.Namespace) -> int:
+    from .core.offsite import offsite_backup, offsite_restore, offsite_status
+
+    if args.action == "restore":
+        if not args.to:
+            from .core.errors import ConfigError
+
+            raise ConfigError("offsite restore needs --to DIR")
+        res = offsite_restore(_config(args), Path(args.to), args.time)
+        if args.json:
+            _print_json(res)
+        else:
+            print(
+                f"offsite copy restored into {res['restored_to']} ({', '.join(res['hosts'])}) in "
+                f"{res['seconds']:.1f}s. Restore a database from it with:\n  backup-pipelines "
+                f"-c {args.config or '$BACKUP_PIPELINES_CONFIG'} --repository {res['repository_url']} restore "
+                "--host HOST --target-datadir DIR"
+            )
+        return 0
+    with _session(args) as s:
+        res = offsite_backup(s) if args.action == "backup" else offsite_status(s)
+    if args.json:
+        _print_json(res)
+    elif args.action == "backup":
+        st = res["status"]
+        print(
+            f"offsite copy to {res['target']}: {res['newest_set']['type'] if res['newest_set'] else '?'} set in "
+            f"{res['backup_seconds']:.1f}s; {res['verify']['message']}; {st['chain_count']} chain(s), "
+            f"{st['set_count']} set(s), {st['volume_count']} volume(s), last full {st['last_full']}"
+        )
+    else:
+        for i, chain in enumerate(res["chains"]):
+            print(f"chain {i + 1}{' (primary)' if chain['primary'] else ''}:")
+            for st in chain["sets"]:
+                print(f"  {st['type']:<5} {st['time']}  {st['volumes']} volume(s)")
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from .core.crypto import generate_key_text
 
@@ -373,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-c", "--config", help=f"config YAML (default: ${CONFIG_ENV})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    p.add_argument("--repository", help="override repository.url (e.g. file:///restored/offsite/copy)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("backup", help="take a backup")
@@ -474,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
             sp.set_defaults(func=cmd_stream_put, producer=None)
         else:
             sp.set_defaults(func=cmd_stream_get)
+
+    off = sub.add_parser("offsite", help="the duplicity copy of the repository: backup, status, restore")
+    off.add_argument("action", choices=["backup", "status", "restore"])
+    off.add_argument("--to", help="restore: an absent or empty directory to restore the repository copy into")
+    off.add_argument("--time", help="restore: the copy as of this time (duplicity syntax: 2026-11-20T04:00:00, 3D)")
+    off.add_argument("--json", action="store_true")
+    off.set_defaults(func=cmd_offsite)
 
     kg = sub.add_parser("keygen", help="print a new repository encryption key")
     kg.set_defaults(func=cmd_keygen)

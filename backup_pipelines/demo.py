@@ -81,9 +81,7 @@ def create_backup_user(server: MariaDBServer, password: str) -> None:
 
 def load_sample(server: MariaDBServer, rows: int) -> None:
     server.sql("CREATE DATABASE shop")
-    server.sql(
-        "CREATE TABLE shop.accounts (id INT PRIMARY KEY, owner VARCHAR(64), balance BIGINT) ENGINE=InnoDB"
-    )
+    server.sql("CREATE TABLE shop.accounts (id INT PRIMARY KEY, owner VARCHAR(64), balance BIGINT) ENGINE=InnoDB")
     server.sql(
         "CREATE TABLE shop.orders (id INT AUTO_INCREMENT PRIMARY KEY, account INT, amount INT, "
         "note VARCHAR(200), created TIMESTAMP DEFAULT CURRENT_TIMESTAMP, KEY(account)) ENGINE=InnoDB"
@@ -109,12 +107,8 @@ def write_round(server: MariaDBServer, n: int, rows: int) -> None:
     server.sql("UPDATE shop.accounts SET balance = balance + %s WHERE id %% 7 = %s", (n * 10, n))
     server.sql("DELETE FROM shop.orders WHERE id %% 13 = %s", (n,))
     if n == 1:
-        server.sql(
-            "CREATE TABLE shop.audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(100)) ENGINE=InnoDB"
-        )
-        server.sql(
-            "INSERT INTO shop.audit (what) SELECT CONCAT('event ', seq) FROM seq_1_to_500", database="shop"
-        )
+        server.sql("CREATE TABLE shop.audit (id INT AUTO_INCREMENT PRIMARY KEY, what VARCHAR(100)) ENGINE=InnoDB")
+        server.sql("INSERT INTO shop.audit (what) SELECT CONCAT('event ', seq) FROM seq_1_to_500", database="shop")
     else:
         server.sql("CREATE TABLE shop.audit_archive ENGINE=InnoDB AS SELECT * FROM shop.audit")
         server.sql("DROP TABLE shop.audit")
@@ -247,9 +241,7 @@ def run_demo(work: Path, *, rows: int = 20000, keep: bool = False) -> int:
             f"{sum(b.size_bytes for b in backups) / 2**20:.1f} MiB stored"
         )
         lines.append(f"  restore      {res.seconds:.1f}s, checksums {'identical' if same else 'DIFFERENT'}")
-        lines.append(
-            f"  verification {'passed' if report.passed else 'FAILED: ' + '; '.join(report.problems)}"
-        )
+        lines.append(f"  verification {'passed' if report.passed else 'FAILED: ' + '; '.join(report.problems)}")
         lines.append(
             f"  config       {work / 'config.yaml'} (try: backup-pipelines -c {work / 'config.yaml'} "
             f"list --host {DEMO_HOST})"

@@ -143,13 +143,13 @@ class Catalog:
         return self.backup_prefix(host, backup_id) + name
 
     # -- sealing small JSON objects ----------------------------------------------------
-    def _seal(self, doc: dict[str, Any]) -> bytes:
+    def seal_json(self, doc: dict[str, Any]) -> bytes:
         raw = json.dumps(doc, indent=2, sort_keys=True).encode()
         if self.keyring.current is not None:
             return encrypt_bytes(self.keyring.current, raw)
         return raw
 
-    def _open(self, data: bytes, what: str) -> dict[str, Any]:
+    def open_json(self, data: bytes, what: str) -> dict[str, Any]:
         if peek_key_id(data) is not None:
             if not self.keyring.has_keys:
                 raise WrongKeyError(
@@ -167,7 +167,7 @@ class Catalog:
 
     # -- manifests ----------------------------------------------------------------------
     def write_manifest(self, m: BackupManifest) -> None:
-        self.repo.put_bytes(self.manifest_key(m.host, m.id), self._seal(m.model_dump(mode="json")))
+        self.repo.put_bytes(self.manifest_key(m.host, m.id), self.seal_json(m.model_dump(mode="json")))
 
     def read_manifest(self, host: str, backup_id: str) -> BackupManifest:
         key = self.manifest_key(host, backup_id)
@@ -182,7 +182,7 @@ class Catalog:
                 hint=f"run `backup-pipelines list --host {host}` to see the completed backups",
             ) from None
         try:
-            return BackupManifest.model_validate(self._open(data, f"manifest {key}"))
+            return BackupManifest.model_validate(self.open_json(data, f"manifest {key}"))
         except (IntegrityError, WrongKeyError) as err:
             err.host, err.backup_id, err.key = host, backup_id, self.repo.describe(key)
             raise
@@ -355,7 +355,7 @@ class Catalog:
     def write_verification(self, report: VerificationReport) -> str:
         stamp = f"{report.finished_at:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"
         key = f"{self.host_prefix(report.host)}verifications/{report.backup_id}/{stamp}.json"
-        self.repo.put_bytes(key, self._seal(report.model_dump(mode="json")))
+        self.repo.put_bytes(key, self.seal_json(report.model_dump(mode="json")))
         return key
 
     def verifications(self, host: str, backup_id: str | None = None) -> list[VerificationReport]:
@@ -363,7 +363,7 @@ class Catalog:
         if backup_id:
             prefix += f"{backup_id}/"
         keys = [i.key for i in self.repo.list(prefix) if i.key.endswith(".json")]
-        reports = [VerificationReport.model_validate(self._open(self.repo.get_bytes(k), k)) for k in keys]
+        reports = [VerificationReport.model_validate(self.open_json(self.repo.get_bytes(k), k)) for k in keys]
         return sorted(reports, key=lambda r: r.finished_at)
 
     # -- leases: restores in progress ---------------------------------------------------
@@ -376,7 +376,7 @@ class Catalog:
             "purpose": purpose,
             "expires_at": (datetime.now(UTC) + timedelta(hours=hours)).isoformat(),
         }
-        self.repo.put_bytes(key, self._seal(doc))
+        self.repo.put_bytes(key, self.seal_json(doc))
         try:
             yield key
         finally:
@@ -387,7 +387,7 @@ class Catalog:
         ids: set[str] = set()
         for info in self.repo.list(f"{self.host_prefix(host)}leases/"):
             try:
-                doc = self._open(self.repo.get_bytes(info.key), info.key)
+                doc = self.open_json(self.repo.get_bytes(info.key), info.key)
             except (NotFoundError, IntegrityError):
                 continue
             if _parse_ts(doc["expires_at"]) > now:

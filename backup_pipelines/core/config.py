@@ -191,23 +191,57 @@ class NotificationConfig(_Model):
     webhook_url_file: Path | None = None  # the URL is a secret for Slack: keep it in a file
 
 
+_DURATION = re.compile(r"^([0-9]+)([smhDWMY])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
+
+
+def duration_seconds(text: str) -> int:
+    """duplicity's interval syntax (7D, 12h, 2W, 1M), in seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not an interval like 7D, 12h, 2W or 1M")
+    return int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
 class OffsiteConfig(_Model):
-    target_url: str  # duplicity URL, e.g. boto3+s3://offsite-bucket/mysql
+    """A second, independent copy of the repository, made by duplicity with GPG encryption."""
+
+    target_url: str  # duplicity URL: boto3+s3://offsite-bucket/mysql, or file:///mnt/offsite
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     passphrase_file: Path | None = None  # symmetric GPG
-    encrypt_key: str | None = None  # or a public key id / fingerprint
+    encrypt_key: str | None = None  # or a public key fingerprint (its secret key is needed to verify/restore)
+    key_passphrase_file: Path | None = None  # passphrase of that secret key, where it has one
     gnupg_home: Path | None = None
     full_every: str = "7D"
     remove_older_than: str = "30D"
     volsize_mb: Annotated[int, Field(ge=1)] = 200
-    archive_dir: Path | None = None
+    archive_dir: Path = Path("/var/cache/backup-pipelines/duplicity")  # persistent: the signature cache
+    name: str = "backup-pipelines"
+    mirror_dir: Path | None = None  # an S3 primary is mirrored here first (duplicity reads a directory)
     binary: str = "duplicity"
+    num_retries: Annotated[int, Field(ge=1, le=20)] = 5
+    cron: str = "0 4 * * *"
+    timezone: str = "UTC"
+    transport: Transport = LocalTransport()
 
     @model_validator(mode="after")
-    def _crypto(self) -> OffsiteConfig:
+    def _checks(self) -> OffsiteConfig:
         if not (self.passphrase_file or self.encrypt_key):
             raise ValueError("offsite copies must be encrypted: set passphrase_file or encrypt_key")
+        if not (self.target_url.startswith("boto3+s3://") or self.target_url.startswith("file://")):
+            raise ValueError(
+                "target_url must be boto3+s3://bucket/prefix (or file:///path); duplicity 0.8's "
+                "s3:// is the dead boto2 backend"
+            )
+        full, keep = duration_seconds(self.full_every), duration_seconds(self.remove_older_than)
+        # duplicity 0.8.22 deletes the active chain's remote signatures when the whole active chain is
+        # older than remove-older-than's horizon; keeping the horizon beyond two full periods avoids it.
+        if keep <= 2 * full:
+            raise ValueError(
+                f"remove_older_than ({self.remove_older_than}) must be longer than twice "
+                f"full_every ({self.full_every}), or restorable chains could be removed"
+            )
         return self
 
 

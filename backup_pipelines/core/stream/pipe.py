@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..codec import CallableSink, Codec, Digest, decode_stages, encode_chain
+from ..codec import CallableSink, Codec, decode_stages, encode_chain
 from ..crypto import Keyring
 from ..errors import IntegrityError, ToolError, tail
 from ..process import Tool, enlarge_pipe
@@ -198,12 +198,13 @@ def get(
 
     sink = CallableSink(write_all)
     head = decode_stages(codec, keyring, sink, what=url) if (codec.encryption or codec.compression != "none") else sink
-    counter = Digest(head)
+    write = head.write
     done = 0
 
+    # Integrity is the downloader's CRC-32 against the checksum record; no second hash here.
     def feed(chunk: memoryview) -> None:
         nonlocal done
-        counter.write(chunk)
+        write(chunk)
         done += len(chunk)
         if progress:
             progress(done)
@@ -215,7 +216,7 @@ def get(
     except IntegrityError as err:
         err.hint = "the bytes written to the output must not be trusted: " + (err.hint or "discard them")
         raise
-    counter.finish()
+    head.finish()
     if result.verified_against is None:
         print(
             f"backup-pipelines: warning: {url} has no checksum record; its integrity was not verified", file=sys.stderr
