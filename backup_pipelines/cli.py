@@ -365,8 +365,12 @@ def cmd_offsite(args: argparse.Namespace) -> int:
         return 0
     with _session(args) as s:
         res = offsite_backup(s) if args.action == "backup" else offsite_status(s)
+    failed = args.action == "backup" and not res["verify"]["passed"]
+    if failed:
+        print(f"backup-pipelines: error: offsite verify failed: {res['verify']['message']}", file=sys.stderr)
     if args.json:
         _print_json(res)
+        return int(ExitCode.VERIFY_FAILED) if failed else 0
     elif args.action == "backup":
         st = res["status"]
         print(
@@ -379,7 +383,7 @@ def cmd_offsite(args: argparse.Namespace) -> int:
             print(f"chain {i + 1}{' (primary)' if chain['primary'] else ''}:")
             for st in chain["sets"]:
                 print(f"  {st['type']:<5} {st['time']}  {st['volumes']} volume(s)")
-    return 0
+    return int(ExitCode.VERIFY_FAILED) if failed else 0
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:

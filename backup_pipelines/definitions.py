@@ -14,10 +14,10 @@ from dagster import Definitions
 
 from .core.config import CONFIG_ENV, load_config
 from .defs.assets.backups import build_backup_assets
-from .defs.assets.logical import build_logical_assets
+from .defs.assets.logical import build_logical_assets, build_offsite_assets
 from .defs.assets.restore_points import build_restore_point_assets
 from .defs.checks import build_checks
-from .defs.jobs import DUMP_JOB, PHYSICAL_JOB, RETENTION_JOB, VERIFY_JOB, build_jobs
+from .defs.jobs import DUMP_JOB, OFFSITE_JOB, PHYSICAL_JOB, RETENTION_JOB, VERIFY_JOB, build_jobs
 from .defs.resources import fleet_from_path
 from .defs.schedules import build_schedules
 from .defs.sensors import (
@@ -35,10 +35,15 @@ def build_definitions(config_path: str | Path) -> Definitions:
     fleet = fleet_from_path(config_path)
     jobs = build_jobs(cfg)
     return Definitions(
-        assets=[*build_backup_assets(cfg), *build_restore_point_assets(cfg), *build_logical_assets(cfg)],
+        assets=[
+            *build_backup_assets(cfg),
+            *build_restore_point_assets(cfg),
+            *build_logical_assets(cfg),
+            *build_offsite_assets(cfg),
+        ],
         asset_checks=build_checks(cfg),
         jobs=list(jobs.values()),
-        schedules=build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB]),
+        schedules=build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB], jobs.get(OFFSITE_JOB)),
         sensors=[
             build_verify_after_base(cfg, jobs[VERIFY_JOB]),
             build_rpo_monitor(cfg),

@@ -28,7 +28,16 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from .config import Config, OffsiteConfig, read_secret_file
-from .errors import ConfigError, NotFoundError, RefusedError, StorageError, ToolError, WrongKeyError, tail
+from .errors import (
+    BackupPipelinesError,
+    ConfigError,
+    NotFoundError,
+    RefusedError,
+    StorageError,
+    ToolError,
+    WrongKeyError,
+    tail,
+)
 from .locks import host_lock
 from .repository import FileRepository, Repository
 from .session import Session
@@ -373,8 +382,12 @@ def offsite_backup(session: Session) -> dict[str, Any]:
         checked = dup.check_passphrase()
         dup.backup(source)
         t_backup = time.monotonic() - t0
-        verify_message = dup.verify(source)
-        dup.remove_old()
+        try:
+            verify = {"passed": True, "message": dup.verify(source)}
+        except BackupPipelinesError as err:  # recorded, so the asset check can fail on it
+            verify = {"passed": False, "message": err.message, "detail": err.stderr_tail}
+        if verify["passed"]:
+            dup.remove_old()  # never prune the offsite copy while its newest chain is unproven
         status = dup.status()
     newest = status["chains"][-1]["sets"][-1] if status["chains"] and status["chains"][-1]["sets"] else None
     report = {
@@ -386,7 +399,7 @@ def offsite_backup(session: Session) -> dict[str, Any]:
         "newest_set": newest,
         "backup_seconds": round(t_backup, 3),
         "seconds": round(time.monotonic() - t0, 3),
-        "verify": {"passed": True, "message": verify_message},
+        "verify": verify,
         "status": status,
         "source_bytes": sum(p.stat().st_size for p in source.rglob("*") if p.is_file()),
     }

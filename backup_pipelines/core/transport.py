@@ -231,7 +231,7 @@ class SSHWorker(Worker):
         return super()._transport_error(res, cli_args)
 
 
-def worker_for(host: str, spec: LocalTransport | SSHTransport, config_path: Path | str) -> Worker:
+def worker_for(host: str, spec: LocalTransport | SSHTransport | None, config_path: Path | str) -> Worker:
     if isinstance(spec, SSHTransport):
         return SSHWorker(host, spec)
     return LocalWorker(host, config_path, spec)

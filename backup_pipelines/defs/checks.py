@@ -24,7 +24,7 @@ from dagster import (
 from ..core.config import Config
 from ..core.errors import BackupPipelinesError
 from .assets.backups import BASE_FAIL_WINDOW
-from .keys import BASE, INCREMENTAL, STAGING, VERIFICATION
+from .keys import BASE, INCREMENTAL, OFFSITE, STAGING, VERIFICATION
 from .partitions import host_partitions, restore_point_partitions
 from .resources import BackupFleet
 
@@ -175,7 +175,7 @@ def build_checks(cfg: Config) -> list[AssetChecksDefinition]:
     def staging_checks_passed(context: AssetCheckExecutionContext) -> AssetCheckResult:
         return _judge(context, STAGING)
 
-    return [
+    checks = [
         catalog_integrity,
         chain_restorable,
         rpo_freshness,
@@ -183,3 +183,23 @@ def build_checks(cfg: Config) -> list[AssetChecksDefinition]:
         verification_passed,
         staging_checks_passed,
     ]
+    if cfg.offsite is not None:
+
+        @asset_check(
+            asset=OFFSITE,
+            name="offsite_verified",
+            blocking=True,
+            description="duplicity verify downloaded and decrypted every volume of the offsite chain.",
+        )
+        def offsite_verified(context: AssetCheckExecutionContext) -> AssetCheckResult:
+            records = context.instance.fetch_materializations(OFFSITE, limit=1).records
+            meta = records[0].asset_materialization.metadata if records and records[0].asset_materialization else {}
+            passed = meta.get("verify_passed")
+            return AssetCheckResult(
+                passed=bool(passed.value) if passed is not None else False,
+                metadata={k: meta[k] for k in ("verify", "sets", "last_full") if k in meta}
+                or {"reason": "no offsite report was recorded"},
+            )
+
+        checks.append(offsite_verified)
+    return checks

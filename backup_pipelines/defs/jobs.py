@@ -10,17 +10,18 @@ if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ..core.config import Config
-from .keys import BASE, DUMP, INCREMENTAL, RETENTION, STAGING, VERIFICATION
+from .keys import BASE, DUMP, INCREMENTAL, OFFSITE, RETENTION, STAGING, VERIFICATION
 
 PHYSICAL_JOB = "physical_backups"
 VERIFY_JOB = "restore_verification"
 STAGING_JOB = "staging_restore"
 DUMP_JOB = "logical_dumps"
 RETENTION_JOB = "retention"
+OFFSITE_JOB = "offsite_copy"
 
 
 def build_jobs(cfg: Config) -> dict[str, UnresolvedAssetJobDefinition]:
-    return {
+    jobs = {
         PHYSICAL_JOB: define_asset_job(
             PHYSICAL_JOB,
             selection=AssetSelection.assets(BASE, INCREMENTAL),
@@ -47,3 +48,10 @@ def build_jobs(cfg: Config) -> dict[str, UnresolvedAssetJobDefinition]:
             description="Apply one host's retention policy (requested after each passing verification).",
         ),
     }
+    if cfg.offsite is not None:
+        jobs[OFFSITE_JOB] = define_asset_job(
+            OFFSITE_JOB,
+            selection=AssetSelection.assets(OFFSITE),
+            description="The nightly duplicity copy of the repository.",
+        )
+    return jobs

@@ -43,6 +43,11 @@ class BackupFleet(ConfigurableResource):  # type: ignore[type-arg]
         spec = self.config.staging[target].transport if target in self.config.staging else None
         return worker_for(host, spec or self.config.orchestration.verify_transport, self.config_path)
 
+    def offsite_worker(self) -> Worker:
+        """Where duplicity runs: next to a file repository, or any host for an S3 one."""
+        off = self.config.offsite
+        return worker_for("offsite", off.transport if off else None, self.config_path)  # type: ignore[arg-type]
+
     @property
     def repository_url(self) -> str:
         return self.config.repository.url

@@ -110,8 +110,26 @@ def _dump_schedule(
     return dump_schedule
 
 
+def _offsite_schedule(cron: str, tz: str, job: "UnresolvedAssetJobDefinition") -> ScheduleDefinition:
+    @schedule(
+        name="offsite_copy",
+        cron_schedule=cron,
+        execution_timezone=tz,
+        job=job,
+        description=f"The nightly duplicity copy of the repository ({cron}, {tz}).",
+    )
+    def offsite_schedule(context: ScheduleEvaluationContext) -> RunRequest:
+        tick = context.scheduled_execution_time
+        return RunRequest(run_key=f"offsite|{tick.isoformat()}", tags={AS_OF_TAG: tick.isoformat()})
+
+    return offsite_schedule
+
+
 def build_schedules(
-    cfg: Config, physical_job: "UnresolvedAssetJobDefinition", dump_job: "UnresolvedAssetJobDefinition | None" = None
+    cfg: Config,
+    physical_job: "UnresolvedAssetJobDefinition",
+    dump_job: "UnresolvedAssetJobDefinition | None" = None,
+    offsite_job: "UnresolvedAssetJobDefinition | None" = None,
 ) -> list[ScheduleDefinition]:
     schedules: list[ScheduleDefinition] = []
     many_zones = len({h.schedules.timezone for h in cfg.hosts.values()}) > 1
@@ -130,4 +148,6 @@ def build_schedules(
             name = "logical_dumps" + (f"_{_slug(cron)}" if len(dump_groups) > 1 else "")
             name += f"_{_slug(tz)}" if many_zones else ""
             schedules.append(_dump_schedule(name, cron, tz, hosts, dump_job))
+    if offsite_job is not None and cfg.offsite is not None:
+        schedules.append(_offsite_schedule(cfg.offsite.cron, cfg.offsite.timezone, offsite_job))
     return schedules

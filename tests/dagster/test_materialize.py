@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, date, datetime, timedelta
 
+import boto3
 import pytest
 from dagster import build_sensor_context
 
@@ -14,7 +15,7 @@ from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.keys import AS_OF_TAG, BASE, INCREMENTAL
 from backup_pipelines.defs.partitions import restore_point_key
 from tests.fixtures.dagster import check_results, failure_message, materialization_metadata
-from tests.fixtures.mariadb import load_shop
+from tests.fixtures.mariadb import load_shop, write_secret
 
 pytestmark = [pytest.mark.dagster, pytest.mark.integration]
 
@@ -40,11 +41,27 @@ def fleet(source, make_config, staging_server, sshd, s3_server, s3_bucket, tmp_p
     (aws / "credentials").write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = str(aws / "credentials")
     ssh["remote_command"] = f"env AWS_SHARED_CREDENTIALS_FILE={aws / 'credentials'} {ssh['remote_command']}"
+    offsite_bucket = f"offsite-{s3_bucket[-12:]}"
+    boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1").create_bucket(
+        Bucket=offsite_bucket
+    )
+    offsite = {
+        "target_url": f"boto3+s3://{offsite_bucket}/copy",
+        "s3_endpoint_url": s3_server.endpoint_url,
+        "s3_region": "us-east-1",
+        "passphrase_file": str(write_secret(tmp_path / "secrets" / "offsite", "pp")),
+        "gnupg_home": str(tmp_path / "gnupg"),
+        "archive_dir": str(tmp_path / "dupcache"),
+        "mirror_dir": str(tmp_path / "mirror"),
+        "volsize_mb": 5,
+        "num_retries": 2,
+    }
+    (tmp_path / "gnupg").mkdir(mode=0o700)
     cfg = make_config(
         f"s3://{s3_bucket}/fleet",
         s3_endpoint=s3_server.endpoint_url,
         host_overrides={"transport": ssh},
-        extra={"staging": {"staging1": {**staging_server.config_entry(), "source_host": "db1"}}},
+        extra={"staging": {"staging1": {**staging_server.config_entry(), "source_host": "db1"}}, "offsite": offsite},
     )
     load_shop(source)
     return tmp_path / "config.yaml", cfg
@@ -150,3 +167,22 @@ def test_past_dated_backup_is_refused(fleet, dagster_instance):
         instance=dagster_instance, partition_key="db1", asset_selection=[BASE], tags={AS_OF_TAG: fresh}
     )
     assert ok.success
+
+
+def test_offsite_copy_of_an_s3_repository(fleet, dagster_instance):
+    config_path, cfg = fleet
+    defs = build_definitions(config_path)
+    assert (
+        defs.resolve_job_def("physical_backups")
+        .execute_in_process(instance=dagster_instance, partition_key="db1", asset_selection=[BASE])
+        .success
+    )
+    res = defs.resolve_job_def("offsite_copy").execute_in_process(instance=dagster_instance)
+    meta = materialization_metadata(res)
+    assert meta["verify_passed"] is True and meta["set_type"] == "full" and meta["sets"] == 1
+    assert meta["target"].startswith("boto3+s3://offsite-") and meta["source_mib"] > 0
+    assert check_results(res) == {"offsite_verified": True}
+    # the mirror of the S3 primary holds exactly the committed objects
+    listed = Session.open(cfg).catalog.list_backups("db1")
+    mirror = cfg.offsite.mirror_dir / "hosts" / "db1" / "backups" / listed[0].id
+    assert sorted(p.name for p in mirror.iterdir()) == ["data.xbstream.zst", "manifest.json"]

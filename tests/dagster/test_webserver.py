@@ -134,7 +134,12 @@ def test_webserver_serves_the_graph(env, tmp_path):
     (entry,) = data["workspaceOrError"]["locationEntries"]
     repo = entry["locationOrLoadError"]["repositories"][0]
     assert {s["name"] for s in repo["sensors"]} == {
-        "verify_after_base", "rpo_monitor", "notify_on_failure", "prune_after_verification"}
+        "verify_after_base",
+        "rpo_monitor",
+        "notify_on_failure",
+        "prune_after_verification",
+    }
     assert {s["name"] for s in repo["schedules"]} == {"base_backups", "incremental_backups_every_15m", "logical_dumps"}
     assert {"physical_backups", "restore_verification", "staging_restore", "logical_dumps", "retention"} <= {
-        j["name"] for j in repo["jobs"]}
+        j["name"] for j in repo["jobs"]
+    }

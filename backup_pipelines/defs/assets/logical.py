@@ -13,8 +13,9 @@ from dagster import (
 )
 
 from ...core.config import Config
+from ...core.errors import ExitCode
 from ..execution import refuse_past_dated, retry_policy, run_json
-from ..keys import AS_OF_TAG, DUMP, POOL, RETENTION, VERIFICATION
+from ..keys import AS_OF_TAG, BASE, DUMP, OFFSITE, POOL, RETENTION, VERIFICATION
 from ..partitions import HOST_DIM, host_partitions
 from ..resources import BackupFleet
 
@@ -90,3 +91,50 @@ def build_logical_assets(cfg: Config) -> list[AssetsDefinition]:
         )
 
     return [logical_dump, retention]
+
+
+def build_offsite_assets(cfg: Config) -> list[AssetsDefinition]:
+    """The nightly duplicity copy of the whole repository (only when `offsite:` is configured)."""
+    if cfg.offsite is None:
+        return []
+    timeout = cfg.orchestration.timeout_minutes * 60
+
+    @asset(
+        key=OFFSITE,
+        deps=[BASE, DUMP],
+        group_name="offsite",
+        kinds={"duplicity", "gpg"},
+        retry_policy=retry_policy(cfg),
+        description="Nightly encrypted copy of the repository to an independent location with duplicity "
+        "(incremental between fulls, remove-older-than retention), verified after every run; "
+        "records collection-status.",
+    )
+    def offsite_copy(context: AssetExecutionContext, fleet: BackupFleet) -> MaterializeResult:
+        refuse_past_dated(context, fleet.config)
+        report = run_json(
+            context,
+            fleet.offsite_worker(),
+            ["offsite", "backup", "--json"],
+            timeout=timeout,
+            ok_codes=(0, int(ExitCode.VERIFY_FAILED)),
+        )
+        st = report["status"]
+        newest = report.get("newest_set") or {}
+        return MaterializeResult(
+            metadata={
+                "target": report["target"],
+                "verify_passed": MetadataValue.bool(bool(report["verify"]["passed"])),
+                "verify": report["verify"]["message"],
+                "set_type": newest.get("type", "-"),
+                "chains": st["chain_count"],
+                "sets": st["set_count"],
+                "volumes": st["volume_count"],
+                "last_full": st.get("last_full") or "-",
+                "source_mib": MetadataValue.float(round(report["source_bytes"] / 2**20, 3)),
+                "backup_seconds": MetadataValue.float(float(report["backup_seconds"])),
+                "duration_seconds": MetadataValue.float(float(report["seconds"])),
+                "collection_status": MetadataValue.json(st["chains"]),
+            }
+        )
+
+    return [offsite_copy]
