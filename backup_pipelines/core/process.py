@@ -152,3 +152,63 @@ def run(
         backup_id=backup_id,
     ) as t:
         return t.check(marker=marker)
+
+
+class PipeFeeder:
+    """Writes to a child's stdin from a thread, so producing the bytes overlaps the child consuming them.
+
+    `write` hands over a chunk the caller will not touch again (decompressor output is a fresh
+    object each time) and returns at once while fewer than `depth` chunks wait; `finish` drains,
+    closes the pipe and re-raises what the writer thread hit (a BrokenPipeError when the child died).
+    """
+
+    def __init__(self, pipe: IO[bytes], depth: int = 16) -> None:
+        import queue
+        import threading
+
+        enlarge_pipe(pipe)
+        self._pipe = pipe
+        self._raw = getattr(pipe, "raw", pipe)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pipe-feeder", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is not None:
+                continue  # drain so the producer never blocks on a dead child
+            try:
+                view = memoryview(chunk)
+                while len(view):
+                    n = self._raw.write(view)
+                    view = view[n:]
+            except BaseException as err:
+                self._error = err
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        if self._error is not None:
+            raise self._error
+        if isinstance(data, memoryview | bytearray):
+            data = bytes(data)  # the caller may reuse its buffer
+        self._queue.put(data)
+        return len(data)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            self._pipe.close()
+        except OSError as err:
+            self._error = self._error or err
+        if self._error is not None:
+            raise self._error
+
+    def abandon(self) -> None:
+        """Stop feeding without waiting for the child (it is being killed)."""
+        self._error = self._error or BrokenPipeError("abandoned")
+        with contextlib.suppress(Exception):
+            self._queue.put_nowait(None)

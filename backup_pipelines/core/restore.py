@@ -8,7 +8,6 @@ the same filesystem, and the sibling is removed whatever the outcome.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import shutil
 import subprocess
@@ -21,15 +20,15 @@ from datetime import datetime
 from pathlib import Path
 
 from .catalog import BackupManifest, StoredObject
-from .codec import Buffer, CallableSink, Digest, Stage, decode_stages
+from .codec import Buffer, Digest, Stage, decode_stages
 from .engines import SUCCESS_MARKER, PhysicalEngine, engine_for
 from .errors import BackupPipelinesError, IntegrityError, RefusedError, ToolError, WrongKeyError
-from .process import Tool, describe, run
+from .process import PipeFeeder, Tool, describe, run
 from .session import Session
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
-FETCH_WORKERS = 3
+FETCH_WORKERS = 2  # the base is the critical path: one more link at a time beside it, not more
 
 
 @dataclass
@@ -158,16 +157,16 @@ def _extract(
         backup_id=m.id,
     ) as tool:
         assert tool.proc.stdin is not None
-        stdin = tool.proc.stdin
+        feeder = PipeFeeder(tool.proc.stdin)
         try:
-            n = fetch_object(session, m, CallableSink(stdin.write, stdin.close), progress=progress)
+            n = fetch_object(session, m, feeder, progress=progress)
         except OSError as err:  # BrokenPipe: the extractor died; its stderr says why
-            with contextlib.suppress(OSError):
-                stdin.close()
+            feeder.abandon()
             tool.wait()
             tool.check()
             raise ToolError(f"extracting backup {m.id} failed: {err}", host=m.host, backup_id=m.id) from None
         except BaseException:
+            feeder.abandon()
             tool.kill()
             raise
         tool.check()
