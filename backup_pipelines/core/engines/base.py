@@ -128,9 +128,23 @@ class PhysicalEngine(ABC):
             args.append(f"--port={h.port}")
         return args
 
-    @abstractmethod
     def backup_command(self, *, defaults_file: Path, lsn_dir: Path, incremental_lsn: int | None) -> list[str]:
         """Stream a backup to stdout (incremental from `incremental_lsn` when given)."""
+        cmd = [
+            self.binary,
+            f"--defaults-extra-file={defaults_file}",  # must come first
+            "--backup",
+            "--stream=xbstream",
+            f"--datadir={self.host.datadir}",
+            f"--target-dir={lsn_dir}",
+            f"--extra-lsndir={lsn_dir}",
+            *self.connection_args(),
+        ]
+        if self.host.parallel > 1:
+            cmd.append(f"--parallel={self.host.parallel}")
+        if incremental_lsn is not None:
+            cmd.append(f"--incremental-lsn={incremental_lsn}")
+        return cmd + list(self.host.extra_backup_args)
 
     def extract_command(self, target_dir: Path) -> list[str]:
         return [self.stream_binary, "-x", "-C", str(target_dir)]
@@ -139,9 +153,9 @@ class PhysicalEngine(ABC):
     def prepare_commands(self, base_dir: Path, incremental_dirs: list[Path]) -> list[list[str]]:
         """The whole prepare sequence: base, then each incremental in order."""
 
-    @abstractmethod
     def copy_back_command(self, prepared_dir: Path, datadir: Path, scratch_dir: Path) -> list[str]:
         """Move a prepared backup into an empty `datadir`."""
+        return [self.binary, "--no-defaults", "--move-back", f"--target-dir={prepared_dir}", f"--datadir={datadir}"]
 
     def version_command(self) -> list[str]:
         return [self.binary, "--version"]

@@ -24,8 +24,8 @@ from ..errors import IntegrityError, ToolError, tail
 from ..process import Tool, enlarge_pipe
 from .retry import RetryPolicy
 from .s3client import S3Client
-from .transfer import get_stream, put_stream
-from .upload import MultipartUpload
+from .transfer import get_stream, write_checksum_record
+from .upload import MultipartUpload, UploadInfo
 
 MiB = 1024 * 1024
 
@@ -86,16 +86,7 @@ def put(
         return n
 
     try:
-        if not codec.encryption and codec.compression == "none":
-            # Fast path: part buffers are filled straight from the pipe.
-            if tool is None:
-                info = put_stream(
-                    client, bucket, key, readinto, part_size=part_size, concurrency=concurrency, retry=retry
-                )
-            else:
-                info = _put_checked(client, bucket, key, readinto, tool, part_size, concurrency, retry)
-        else:
-            info = _put_encoded(client, bucket, key, readinto, tool, codec, keyring, part_size, concurrency, retry)
+        info = _put(client, bucket, key, readinto, tool, codec, keyring, part_size, concurrency, retry)
     finally:
         if tool is not None:
             tool.close()
@@ -115,33 +106,7 @@ def _check_producer(tool: Tool | None) -> None:
         )
 
 
-def _put_checked(
-    client: S3Client,
-    bucket: str,
-    key: str,
-    readinto: Callable[[memoryview], int],
-    tool: Tool,
-    part_size: int,
-    concurrency: int,
-    retry: RetryPolicy | None,
-) -> object:
-    from .checksum import ChecksumRecord, sidecar_key
-
-    up = MultipartUpload(client, bucket, key, part_size=part_size, concurrency=concurrency, retry=retry)
-    with up:
-        up.write_from(readinto)
-        _check_producer(tool)  # before commit: a failed producer must never yield an object
-        info = up.commit()
-    if info.crc32 is not None:
-        rec = ChecksumRecord(size=info.size, crc32=info.crc32, etag=info.etag)
-        (retry or RetryPolicy()).call(
-            lambda: client.put_object(Bucket=bucket, Key=sidecar_key(key), Body=rec.to_json()),
-            what="record the checksum",
-        )
-    return info
-
-
-def _put_encoded(
+def _put(
     client: S3Client,
     bucket: str,
     key: str,
@@ -152,25 +117,23 @@ def _put_encoded(
     part_size: int,
     concurrency: int,
     retry: RetryPolicy | None,
-) -> object:
-    from .checksum import ChecksumRecord, sidecar_key
-
+) -> UploadInfo:
     up = MultipartUpload(client, bucket, key, part_size=part_size, concurrency=concurrency, retry=retry)
-    with up:
-        head, _ = encode_chain(codec, keyring, CallableSink(up.write))
-        buf = bytearray(MiB)
-        view = memoryview(buf)
-        while n := readinto(view):
-            head.write(view[:n])
-        _check_producer(tool)
-        head.finish()
+    with up:  # any exception below aborts the upload
+        if not codec.encryption and codec.compression == "none":
+            up.write_from(readinto)  # part buffers filled straight from the pipe: no copy
+            head = None
+        else:
+            head, _ = encode_chain(codec, keyring, CallableSink(up.write))
+            buf = bytearray(MiB)
+            view = memoryview(buf)
+            while n := readinto(view):
+                head.write(view[:n])
+        _check_producer(tool)  # before commit: a failed producer must never yield an object
+        if head is not None:
+            head.finish()
         info = up.commit()
-    if info.crc32 is not None:
-        rec = ChecksumRecord(size=info.size, crc32=info.crc32, etag=info.etag)
-        (retry or RetryPolicy()).call(
-            lambda: client.put_object(Bucket=bucket, Key=sidecar_key(key), Body=rec.to_json()),
-            what="record the checksum",
-        )
+    write_checksum_record(client, bucket, key, info, retry)
     return info
 
 

@@ -65,20 +65,25 @@ def put_stream(
     with upload:
         upload.write_from(readinto)
         info = upload.commit()
-    if sidecar and info.crc32 is not None:
-        record = ChecksumRecord(size=info.size, crc32=info.crc32, etag=info.etag)
-        body = record.to_json()
-        policy = retry or RetryPolicy()
-        try:
-            policy.call(
-                lambda: client.put_object(
-                    Bucket=bucket, Key=sidecar_key(key), Body=body, ContentType="application/json"
-                ),
-                what=f"record the checksum of {s3_url(bucket, key)}",
-            )
-        except Exception as err:
-            raise storage_error(err, action="write the checksum record", bucket=bucket, key=sidecar_key(key)) from None
+    if sidecar:
+        write_checksum_record(client, bucket, key, info, retry)
     return info
+
+
+def write_checksum_record(
+    client: S3Client, bucket: str, key: str, info: UploadInfo, retry: RetryPolicy | None = None
+) -> None:
+    """Store the sidecar `<key>.checksum.json` that `get_stream` verifies against."""
+    if info.crc32 is None:
+        return
+    body = ChecksumRecord(size=info.size, crc32=info.crc32, etag=info.etag).to_json()
+    try:
+        (retry or RetryPolicy()).call(
+            lambda: client.put_object(Bucket=bucket, Key=sidecar_key(key), Body=body, ContentType="application/json"),
+            what=f"record the checksum of {s3_url(bucket, key)}",
+        )
+    except Exception as err:
+        raise storage_error(err, action="write the checksum record", bucket=bucket, key=sidecar_key(key)) from None
 
 
 def read_checksum_record(
