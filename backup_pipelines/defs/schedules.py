@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from dagster import (
+    AssetKey,
     RunRequest,
     ScheduleDefinition,
     ScheduleEvaluationContext,
@@ -35,29 +36,39 @@ def _groups(cfg: Config, attr: str) -> dict[tuple[str, str], list[str]]:
     return groups
 
 
-def _base_schedule(
-    name: str, cron: str, tz: str, hosts: list[str], job: "UnresolvedAssetJobDefinition"
+def _nightly_schedule(
+    name: str,
+    cron: str,
+    tz: str,
+    hosts: list[str],
+    job: "UnresolvedAssetJobDefinition",
+    *,
+    what: str,
+    prefix: str,
+    asset_selection: list[AssetKey] | None = None,
 ) -> ScheduleDefinition:
+    """One run per host at each tick, tagged with the tick (the time the backup is for)."""
+
     @schedule(
         name=name,
         cron_schedule=cron,
         execution_timezone=tz,
         job=job,
-        description=f"Nightly base backups of {', '.join(hosts)} ({cron}, {tz}).",
+        description=f"Nightly {what} of {', '.join(hosts)} ({cron}, {tz}).",
     )
-    def base_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
+    def nightly(context: ScheduleEvaluationContext) -> list[RunRequest]:
         tick = context.scheduled_execution_time
         return [
             RunRequest(
-                run_key=f"base|{h}|{tick.isoformat()}",
+                run_key=f"{prefix}|{h}|{tick.isoformat()}",
                 partition_key=h,
-                asset_selection=[BASE],
+                asset_selection=asset_selection,
                 tags={AS_OF_TAG: tick.isoformat(), HOST_TAG: h},
             )
             for h in hosts
         ]
 
-    return base_schedule
+    return nightly
 
 
 def _incremental_schedule(
@@ -88,28 +99,6 @@ def _incremental_schedule(
     return incremental_schedule
 
 
-def _dump_schedule(
-    name: str, cron: str, tz: str, hosts: list[str], job: "UnresolvedAssetJobDefinition"
-) -> ScheduleDefinition:
-    @schedule(
-        name=name,
-        cron_schedule=cron,
-        execution_timezone=tz,
-        job=job,
-        description=f"Nightly logical dumps of {', '.join(hosts)} ({cron}, {tz}).",
-    )
-    def dump_schedule(context: ScheduleEvaluationContext) -> list[RunRequest]:
-        tick = context.scheduled_execution_time
-        return [
-            RunRequest(
-                run_key=f"dump|{h}|{tick.isoformat()}", partition_key=h, tags={AS_OF_TAG: tick.isoformat(), HOST_TAG: h}
-            )
-            for h in hosts
-        ]
-
-    return dump_schedule
-
-
 def _offsite_schedule(cron: str, tz: str, job: "UnresolvedAssetJobDefinition") -> ScheduleDefinition:
     @schedule(
         name="offsite_copy",
@@ -133,11 +122,24 @@ def build_schedules(
 ) -> list[ScheduleDefinition]:
     schedules: list[ScheduleDefinition] = []
     many_zones = len({h.schedules.timezone for h in cfg.hosts.values()}) > 1
+
+    def named(stem: str, groups: dict[tuple[str, str], list[str]], cron: str, tz: str) -> str:
+        return stem + (f"_{_slug(cron)}" if len(groups) > 1 else "") + (f"_{_slug(tz)}" if many_zones else "")
+
     base_groups = _groups(cfg, "base_cron")
     for (cron, tz), hosts in base_groups.items():
-        name = "base_backups" + (f"_{_slug(cron)}" if len(base_groups) > 1 else "")
-        name += f"_{_slug(tz)}" if many_zones else ""
-        schedules.append(_base_schedule(name, cron, tz, hosts, physical_job))
+        schedules.append(
+            _nightly_schedule(
+                named("base_backups", base_groups, cron, tz),
+                cron,
+                tz,
+                hosts,
+                physical_job,
+                what="base backups",
+                prefix="base",
+                asset_selection=[BASE],
+            )
+        )
     for (cron, tz), hosts in _groups(cfg, "incremental_cron").items():
         minutes = cfg.hosts[hosts[0]].schedules.incremental_minutes
         name = f"incremental_backups_every_{minutes}m" + (f"_{_slug(tz)}" if many_zones else "")
@@ -145,9 +147,17 @@ def build_schedules(
     if dump_job is not None:
         dump_groups = _groups(cfg, "dump_cron")
         for (cron, tz), hosts in dump_groups.items():
-            name = "logical_dumps" + (f"_{_slug(cron)}" if len(dump_groups) > 1 else "")
-            name += f"_{_slug(tz)}" if many_zones else ""
-            schedules.append(_dump_schedule(name, cron, tz, hosts, dump_job))
+            schedules.append(
+                _nightly_schedule(
+                    named("logical_dumps", dump_groups, cron, tz),
+                    cron,
+                    tz,
+                    hosts,
+                    dump_job,
+                    what="logical dumps",
+                    prefix="dump",
+                )
+            )
     if offsite_job is not None and cfg.offsite is not None:
         schedules.append(_offsite_schedule(cfg.offsite.cron, cfg.offsite.timezone, offsite_job))
     return schedules
