@@ -268,7 +268,7 @@ def main() -> None:
         "restore_speedup_vs_reimport": round(res["reimport"]["seconds"] / res["restore"]["seconds"], 2),
     }
     print()
-    print(f"{'measure':<48}{'ours':>9}{'peer':>9}{'ratio':>10}")
+    print(f"{'measure':<50}{'ours':>9}{'peer':>9}{'ratio':>15}")
     for label, ours, peer, ratio in (
         (
             "full backup vs mariabackup > /dev/null, s",
@@ -307,7 +307,7 @@ def main() -> None:
             for e, v in res["dumps"].items()
         ],
     ):
-        print(f"{label:<48}{ours:>9.1f}{peer:>9.1f}{ratio:>10}")
+        print(f"{label:<50}{ours:>9.1f}{peer:>9.1f}{ratio:>15}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(f"\nraw numbers: {args.out}")
