@@ -179,6 +179,14 @@ def _fingerprint(server: MariaDBServer) -> dict[str, Any]:
         return {k: v for k, v in table_fingerprints(conn, include_mysql=False).items()}
 
 
+def _cli() -> str:
+    """How to call the CLI from here: the venv's entry point when it is not on PATH."""
+    import sys
+
+    beside = Path(sys.executable).parent / "backup-pipelines"
+    return "backup-pipelines" if shutil.which("backup-pipelines") == str(beside) or not beside.exists() else str(beside)
+
+
 def run_demo(work: Path, *, rows: int = 20000, keep: bool = False) -> int:
     work = work.absolute()
     prepare_work_dir(work)
@@ -208,7 +216,7 @@ def run_demo(work: Path, *, rows: int = 20000, keep: bool = False) -> int:
             expected[m.id] = _fingerprint(server)
             backups.append(m)
             print(
-                f"demo: {kind:<11} {m.id}  LSN {m.from_lsn}->{m.to_lsn}  "
+                f"demo: {kind:<11} {m.id}  LSN {m.from_lsn}->{m.to_lsn} (redo to {m.last_lsn})  "
                 f"{m.source_size_bytes / 2**20:7.1f} MiB streamed, {m.size_bytes / 2**20:6.1f} MiB stored, "
                 f"{m.duration_seconds:.1f}s"
             )
@@ -243,8 +251,7 @@ def run_demo(work: Path, *, rows: int = 20000, keep: bool = False) -> int:
         lines.append(f"  restore      {res.seconds:.1f}s, checksums {'identical' if same else 'DIFFERENT'}")
         lines.append(f"  verification {'passed' if report.passed else 'FAILED: ' + '; '.join(report.problems)}")
         lines.append(
-            f"  config       {work / 'config.yaml'} (try: backup-pipelines -c {work / 'config.yaml'} "
-            f"list --host {DEMO_HOST})"
+            f"  config       {work / 'config.yaml'} (try: {_cli()} -c {work / 'config.yaml'} list --host {DEMO_HOST})"
         )
         lines.append(f"  result       {'OK' if ok else 'FAILED'}")
         print("\n".join(lines))
