@@ -14,10 +14,16 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .core.config import CONFIG_ENV, Config, load_config
 from .core.errors import BackupPipelinesError, ExitCode
+
+if TYPE_CHECKING:
+    from .core.config import Config
+
+# Imported where used: the config model (pydantic) costs `stream put/get`, which rarely need
+# it, a tenth of a second of start-up CPU per invocation.
+CONFIG_ENV = "BACKUP_PIPELINES_CONFIG"
 
 log = logging.getLogger("backup_pipelines")
 
@@ -73,6 +79,8 @@ def _session(args: argparse.Namespace) -> Any:
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from .core.config import load_config
+
     cfg = load_config(args.config)
     if getattr(args, "repository", None):  # e.g. an offsite copy restored after the primary was lost
         cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={"url": args.repository})})
@@ -281,6 +289,8 @@ def _stream_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, int, int]:
 
     cfg = None
     if args.config or os.environ.get(CONFIG_ENV):
+        from .core.config import load_config
+
         cfg = load_config(args.config)
     s3 = cfg.repository.s3 if cfg else None
     endpoint = args.endpoint_url or (s3.endpoint_url if s3 else None)

@@ -2,8 +2,9 @@
 
 `run()` starts a command with its stdin from a file (or a pipe, or nothing) and its stdout to
 a file (or /dev/null, or a pipe), waits for it with os.wait4 and returns its wall time, the
-user+sys CPU seconds and the peak RSS of the child (rusage covers the child and any
-descendants it waited for, so a wrapper's children count too). Nothing here prints unless
+user+sys CPU seconds and the peak RSS of the command (rusage covers the command and any
+descendants it waited for, so a wrapper's children count too; peak RSS is the largest of
+them, not a sum). Nothing here prints unless
 asked; nothing here is a test.
 """
 
@@ -14,9 +15,9 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,6 +72,31 @@ def _open_out(spec: StdoutSpec, stack: contextlib.ExitStack) -> Any:
     return spec
 
 
+# The launcher between us and the measured command. Linux folds the high-water RSS of the
+# memory image a process replaces at exec into that process's ru_maxrss, so a child forked
+# from this (large) Python process and exec'd would report at least our own peak RSS. The
+# launcher is a fresh, small interpreter (`-S -I`: ~10 MiB); the command it spawns starts from
+# that, and the launcher reports the command's own wait4 rusage and wall time on a pipe.
+_LAUNCHER = r"""
+import os, sys, time
+fd = int(sys.argv[1])
+os.set_inheritable(fd, False)
+argv = sys.argv[2:]
+t0 = time.perf_counter()
+pid = os.posix_spawnp(argv[0], argv, os.environ)
+while True:
+    try:
+        _, status, ru = os.wait4(pid, 0)
+        break
+    except InterruptedError:
+        pass
+wall = time.perf_counter() - t0
+os.write(fd, ("%r %r %r %d %d" % (wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss, status)).encode())
+code = os.waitstatus_to_exitcode(status)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
 def run(
     cmd: Sequence[str | Path],
     *,
@@ -87,48 +113,56 @@ def run(
     stdout: a path to write, an open file or fd, or None for /dev/null.
     The child's stderr is kept in a temporary file; its tail is in the result.
     A child still running after `timeout` seconds is killed (with its process group).
+    The figures are the command's own (and its waited-for descendants'): wall time from its
+    spawn to its exit, user and sys CPU, peak RSS; see _LAUNCHER for why there is a launcher.
     """
     argv = [str(c) for c in cmd]
+    rfd, wfd = os.pipe()
     with contextlib.ExitStack() as stack:
         err = stack.enter_context(tempfile.TemporaryFile())
         fin = _open_in(stdin, stack)
         fout = _open_out(stdout, stack)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            argv,
-            stdin=fin,
-            stdout=fout,
-            stderr=err,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-I", "-c", _LAUNCHER, str(wfd), *argv],
+                stdin=fin,
+                stdout=fout,
+                stderr=err,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+                pass_fds=(wfd,),
+            )
+        finally:
+            os.close(wfd)
         timer = None
         if timeout:
             timer = threading.Timer(timeout, _kill_group, (proc.pid,))
             timer.daemon = True
             timer.start()
         try:
-            while True:
-                try:
-                    _, status, ru = os.wait4(proc.pid, 0)
-                    break
-                except InterruptedError:
-                    continue
+            with os.fdopen(rfd, "rb") as r:
+                report = r.read().decode()
+            proc.wait()
         finally:
             if timer is not None:
                 timer.cancel()
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait for it again
         err.seek(0)
         text = err.read().decode(errors="replace")
+    if report:
+        wall_s, utime_s, stime_s, rss_s, status_s = report.split()
+        wall, utime, stime = float(wall_s), float(utime_s), float(stime_s)
+        maxrss, code = int(rss_s) * 1024, os.waitstatus_to_exitcode(int(status_s))  # Linux reports KiB
+    else:  # the launcher died (killed on timeout, or the command could not be started)
+        wall = utime = stime = float("nan")
+        maxrss, code = 0, proc.returncode or -1
     m = Measurement(
         wall=wall,
-        cpu=ru.ru_utime + ru.ru_stime,
-        user=ru.ru_utime,
-        sys=ru.ru_stime,
-        maxrss=ru.ru_maxrss * 1024,  # Linux reports KiB
-        returncode=proc.returncode,
+        cpu=utime + stime,
+        user=utime,
+        sys=stime,
+        maxrss=maxrss,
+        returncode=code,
         stderr_tail=_tail(text),
     )
     if check and not m.ok:
@@ -183,6 +217,23 @@ def process_rss(pid: int) -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def system_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all CPUs, not idle or iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def process_peak_rss(pid: int) -> int:
+    """Peak resident set size of a running process so far (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def median(values: Iterable[float]) -> float:
     vals = [v for v in values if v is not None]
     return statistics.median(vals) if vals else float("nan")
@@ -212,8 +263,9 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, align
     return "\n".join([line(headers), sep, *(line(r) for r in body)])
 
 
-def print_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None,
-                align: str | None = None) -> None:
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, align: str | None = None
+) -> None:
     if title:
         print(f"\n{title}")
     print(format_table(headers, rows, align=align), flush=True)

@@ -22,8 +22,10 @@ DUMP_GRANTS = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES"
 def dump_source(source):
     load_shop(source)
     source.sql(f"GRANT {DUMP_GRANTS} ON *.* TO 'backup'@'localhost'")
-    source.sql("CREATE TRIGGER shop.audit_orders BEFORE INSERT ON shop.orders FOR EACH ROW SET NEW.note = "
-               "COALESCE(NEW.note, 'none')")
+    source.sql(
+        "CREATE TRIGGER shop.audit_orders BEFORE INSERT ON shop.orders FOR EACH ROW SET NEW.note = "
+        "COALESCE(NEW.note, 'none')"
+    )
     source.sql("CREATE FUNCTION shop.double_it(x INT) RETURNS INT DETERMINISTIC RETURN x * 2")
     source.sql("CREATE EVENT shop.nightly ON SCHEDULE EVERY 1 DAY DO DELETE FROM shop.orders WHERE amount < 0")
     return source
@@ -40,8 +42,11 @@ def _objects(m):
 
 @pytest.mark.parametrize("engine", ["mysqldump", "mydumper"])
 def test_dump_and_load_round_trip(engine, dump_source, make_config, staging_server, repo_key, tmp_path):
-    cfg = make_config(key_file=repo_key, host_overrides={"dump": {"engine": engine}},
-                      extra={"staging": {"stage": staging_server.config_entry()}})
+    cfg = make_config(
+        key_file=repo_key,
+        host_overrides={"dump": {"engine": engine}},
+        extra={"staging": {"stage": staging_server.config_entry()}},
+    )
     s = Session.open(cfg)
     m = run_dump(s, "db1")
     assert m.kind == "dump" and m.engine == engine and m.databases == ["inventory", "shop"]
@@ -74,9 +79,26 @@ def test_single_database_restore_and_grants(dump_source, make_config, staging_se
         fetch_object(s, m, CallableSink(f.write), obj=next(o for o in m.objects if o.name == "grants.sql"))
     assert b"CREATE USER IF NOT EXISTS `backup`@`localhost`" in grants.read_bytes()
     # the CLI, with --database: only inventory arrives
-    out = subprocess.run([sys.executable, "-m", "backup_pipelines.cli", "-c", str(tmp_path / "config.yaml"),
-                          "restore-dump", "--host", "db1", "--target-host", "stage", "--database", "inventory",
-                          "--json"], capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "backup_pipelines.cli",
+            "-c",
+            str(tmp_path / "config.yaml"),
+            "restore-dump",
+            "--host",
+            "db1",
+            "--target-host",
+            "stage",
+            "--database",
+            "inventory",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["databases"] == ["inventory"]
     dbs = {r[0] for r in staging_server.server().sql("SHOW DATABASES")}

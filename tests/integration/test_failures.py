@@ -102,8 +102,13 @@ def test_tool_without_success_line_is_a_failure(base, make_config, tmp_path):
 
 def test_s3_server_stopped_mid_upload(source, make_config, tmp_path, s3_server, s3_bucket):
     cfg = make_config(f"s3://{s3_bucket}/repo", s3_endpoint=s3_server.endpoint_url)
-    cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={
-        "s3": cfg.repository.s3.model_copy(update={"max_attempts": 3})})})
+    cfg = cfg.model_copy(
+        update={
+            "repository": cfg.repository.model_copy(
+                update={"s3": cfg.repository.s3.model_copy(update={"max_attempts": 3})}
+            )
+        }
+    )
     load_shop(source, orders=40000)
     session = Session.open(cfg)
     full = run_physical_backup(session, "db1", "full")
@@ -218,9 +223,7 @@ def test_missing_incremental_breaks_only_later_points(base, source, tmp_path):
     at_inc2 = source.fingerprint()
     assert at_inc2
     session.repo.delete([session.catalog.manifest_key("db1", inc1.id)])
-    res = cli(
-        config, "restore", "--host", "db1", "--target-datadir", str(tmp_path / "r"), "--backup-id", inc2.id
-    )
+    res = cli(config, "restore", "--host", "db1", "--target-datadir", str(tmp_path / "r"), "--backup-id", inc2.id)
     assert res.returncode == ExitCode.INTEGRITY and inc1.id in res.stderr and "missing" in res.stderr
     chk = cli(config, "check", "--host", "db1")
     assert chk.returncode == ExitCode.INTEGRITY and inc1.id in chk.stdout

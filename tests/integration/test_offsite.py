@@ -191,15 +191,15 @@ def test_missing_bucket_says_so(source, make_config, offsite_cfg, tmp_path):
     assert not isinstance(err.value, WrongKeyError)
 
 
-def test_a_corrupted_offsite_volume_fails_verification(source, make_config, offsite_cfg, offsite_bucket,
-                                                        s3_server, tmp_path):
+def test_a_corrupted_offsite_volume_fails_verification(
+    source, make_config, offsite_cfg, offsite_bucket, s3_server, tmp_path
+):
     cfg = make_config(extra={"offsite": offsite_cfg()})
     s = Session.open(cfg)
     _backups(source, s, n_incrementals=0)
     offsite_backup(s)
     s3 = boto3.client("s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1")
-    volume = next(o["Key"] for o in s3.list_objects_v2(Bucket=offsite_bucket)["Contents"]
-                  if ".difftar.gpg" in o["Key"])
+    volume = next(o["Key"] for o in s3.list_objects_v2(Bucket=offsite_bucket)["Contents"] if ".difftar.gpg" in o["Key"])
     body = bytearray(s3.get_object(Bucket=offsite_bucket, Key=volume)["Body"].read())
     body[len(body) // 2] ^= 0xFF
     s3.put_object(Bucket=offsite_bucket, Key=volume, Body=bytes(body))

@@ -21,17 +21,14 @@ def _changes(source, step: int) -> None:
     """Step 1: inserts/updates/deletes. Step 2: a new table. Step 3: a dropped table and more DML."""
     if step == 1:
         source.sql(
-            "INSERT INTO orders (account, amount, note) SELECT 1 + seq % 200, 7, 'round one' "
-            "FROM seq_1_to_1500",
+            "INSERT INTO orders (account, amount, note) SELECT 1 + seq % 200, 7, 'round one' FROM seq_1_to_1500",
             database="shop",
         )
         source.sql("UPDATE shop.accounts SET balance = balance + 5 WHERE id % 3 = 0")
         source.sql("DELETE FROM shop.orders WHERE id % 11 = 0")
     elif step == 2:
         source.sql("CREATE TABLE shop.audit (id INT AUTO_INCREMENT PRIMARY KEY, what TEXT) ENGINE=InnoDB")
-        source.sql(
-            "INSERT INTO audit (what) SELECT REPEAT('x', seq % 300) FROM seq_1_to_800", database="shop"
-        )
+        source.sql("INSERT INTO audit (what) SELECT REPEAT('x', seq % 300) FROM seq_1_to_800", database="shop")
         source.sql("UPDATE inventory.items SET qty = qty * 2 WHERE qty % 5 = 0")
     elif step == 3:
         source.sql("DROP TABLE inventory.items")
@@ -49,9 +46,7 @@ def _repo(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> tuple[st
 
 @pytest.mark.parametrize("encrypted", [True, False], ids=["encrypted", "plain"])
 @pytest.mark.parametrize("kind", ["file", "s3"])
-def test_every_point_restores_exactly(
-    kind, encrypted, request, source, make_config, repo_key, tmp_path, capsys
-):
+def test_every_point_restores_exactly(kind, encrypted, request, source, make_config, repo_key, tmp_path, capsys):
     url, endpoint = _repo(kind, request, tmp_path)
     cfg = make_config(url, key_file=repo_key if encrypted else None, s3_endpoint=endpoint)
     load_shop(source)

@@ -90,3 +90,11 @@ def test_secret_files_must_not_be_world_readable(tmp_path):
         read_secret_file(p, "MySQL password")
     p.chmod(0o600)
     assert read_secret_file(p, "MySQL password") == "hunter2"
+
+
+def test_cli_names_the_same_config_variable_as_the_core() -> None:
+    """The CLI keeps its own copy so that `stream put/get` start without importing pydantic."""
+    from backup_pipelines import cli
+    from backup_pipelines.core import config
+
+    assert cli.CONFIG_ENV == config.CONFIG_ENV

@@ -16,9 +16,7 @@ pytestmark = pytest.mark.unit
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _m(
-    bid: str, kind: str, parent: str | None, chain: str | None, when: datetime, **labels: str
-) -> BackupManifest:
+def _m(bid: str, kind: str, parent: str | None, chain: str | None, when: datetime, **labels: str) -> BackupManifest:
     return BackupManifest(
         id=bid,
         host="db1",
@@ -110,9 +108,7 @@ def test_keep_newest_chains_and_daily_points():
         full = _m(f"d{d}", "full", None, f"d{d}", T0 + timedelta(days=d))
         chains.append(full)
         for i in range(1, 4):
-            chains.append(
-                _m(f"d{d}-{i}", "incremental", chains[-1].id, full.id, T0 + timedelta(days=d, hours=i))
-            )
+            chains.append(_m(f"d{d}-{i}", "incremental", chains[-1].id, full.id, T0 + timedelta(days=d, hours=i)))
     plan = plan_physical(
         chains,
         RetentionPolicy(keep_full_chains=2),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from ..config import RepositoryConfig
+from typing import TYPE_CHECKING
+
 from .base import ObjectInfo, ObjectWriter, Repository
 from .file import FileRepository
+
+if TYPE_CHECKING:  # the config model pulls in pydantic; `stream put/get` start without it
+    from ..config import RepositoryConfig
 
 __all__ = ["FileRepository", "ObjectInfo", "ObjectWriter", "Repository", "open_repository"]
 

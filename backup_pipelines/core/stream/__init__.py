@@ -5,7 +5,7 @@
 - `Download`: streams an object in order into a sink, going parallel when one
   connection is slow; `ObjectReader` wraps it as a file.
 - `put_stream` / `get_stream`: the same with a stored whole-object checksum (sidecar).
-- `make_client`: the boto3 client settings these rely on.
+- `make_client`: the S3 client settings these rely on.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The boto3 S3 client as the stream layer wants it, error translation, and zero-copy body reads.
+"""The S3 client as the stream layer wants it, error translation, and zero-copy body reads.
 
 Client settings, and why:
 - `max_pool_connections` above the transfer concurrency, so parallel parts never queue for a
@@ -14,6 +14,9 @@ Client settings, and why:
   server verifies; over https this is botocore's default anyway.
 - path-style addressing for custom endpoints (MinIO, Ceph, moto), which rarely have
   wildcard DNS for virtual-host buckets.
+- a plain botocore client (what boto3's `client()` returns too, minus the injected
+  upload_file/download_file helpers, which nothing here uses): importing boto3 pulls in
+  s3transfer and costs every `stream put/get` invocation ~40 ms of CPU for nothing.
 Credentials come only from the standard AWS chain (environment, shared files, SSO,
 container or instance roles); nothing here reads, logs or stores them.
 """
@@ -24,7 +27,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
@@ -37,7 +39,7 @@ from botocore.exceptions import (
 from ..errors import BackupPipelinesError, IntegrityError, NotFoundError, StorageError
 from .retry import Cancelled, describe_error, error_code, http_status
 
-S3Client = Any  # a boto3 "s3" client; boto3 ships no static type for it
+S3Client = Any  # a botocore/boto3 "s3" client; neither ships a static type for it
 
 CREDENTIAL_CODES = frozenset(
     {
@@ -78,14 +80,14 @@ def make_client(
         user_agent_extra="backup-pipelines",
     )
     with _CLIENT_LOCK:
-        return _new_session().client("s3", endpoint_url=endpoint_url, config=config)
+        return _new_session().create_client("s3", endpoint_url=endpoint_url, config=config)
 
 
 _CLIENT_LOCK = threading.Lock()
 _LOADER: Any = None
 
 
-def _new_session() -> boto3.session.Session:
+def _new_session() -> botocore.session.Session:
     """A fresh session (credentials and config resolved now) sharing the parsed API models.
 
     Sessions are not thread-safe, so each client gets its own; parsing botocore's JSON
@@ -98,7 +100,7 @@ def _new_session() -> boto3.session.Session:
         _LOADER = bc.get_component("data_loader")
     else:
         bc.register_component("data_loader", _LOADER)
-    return boto3.session.Session(botocore_session=bc)
+    return bc
 
 
 def s3_url(bucket: str, key: str | None = None) -> str:
