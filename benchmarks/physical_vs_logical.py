@@ -106,7 +106,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "physical_vs_logical.json"))
+    ap.add_argument("--chart", default=str(RESULTS / "physical_vs_logical.png"))
+    ap.add_argument("--redraw", action="store_true", help="only redraw --chart from the numbers in --out")
     args = ap.parse_args()
+    if args.redraw:
+        chart(json.loads(Path(args.out).read_text()), Path(args.chart))
+        print(f"chart: {args.chart}")
+        return
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
@@ -311,7 +317,77 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=2))
     print(f"\nraw numbers: {args.out}")
+    try:
+        chart(res, Path(args.chart))
+        print(f"chart: {args.chart}")
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def chart(res: dict[str, Any], path: Path) -> None:
+    """Four panels: full backup against its floors, incrementals, restore against re-import, dumps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f = res["full"]
+    fig, axes = plt.subplots(1, 4, figsize=(21, 5.2), gridspec_kw={"width_ratios": [1, 1, 0.8, 1.5]})
+    ours, peer, floor = "#d62728", "#1f77b4", "#7f7f7f"
+
+    def bars(ax: Any, labels: list[str], values: list[float], colors: list[str], title: str) -> None:
+        drawn = ax.bar(labels, values, color=colors)
+        for b, v in zip(drawn, values, strict=True):
+            ax.annotate(f"{v:.1f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("seconds (lower is better)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+
+    bars(
+        axes[0],
+        [
+            "ours: mariabackup\n-> zstd -> AES-GCM\n-> repository",
+            "mariabackup\n| zstd > /dev/null",
+            "mariabackup\n> /dev/null",
+        ],
+        [f["ours"]["median_seconds"], f["mariabackup|zstd"]["median_seconds"], f["mariabackup"]["median_seconds"]],
+        [ours, peer, floor],
+        f"full backup, median of {res['rounds']} ({res['ratios']['full_vs_mariabackup_zstd']:.2f}x the zstd floor)",
+    )
+    incs = res["incrementals_detail"]
+    bars(
+        axes[1],
+        [f"inc {i + 1}\n{x['stored_bytes'] / 2**20:.0f} MiB stored" for i, x in enumerate(incs)],
+        [x["seconds"] for x in incs],
+        [ours] * len(incs),
+        "incremental backups",
+    )
+    bars(
+        axes[2],
+        [f"ours: restore\nfull + {len(incs)} incrementals", "mysqldump\nre-import"],
+        [res["restore"]["seconds"], res["reimport"]["seconds"]],
+        [ours, peer],
+        f"restore: {res['ratios']['restore_speedup_vs_reimport']:.1f}x faster than SQL re-import",
+    )
+    labels, values, colors = ["mysqldump\n(plain)"], [res["mysqldump"]["seconds"]], [peer]
+    for engine, v in res["dumps"].items():
+        labels += [f"ours: dump\n{engine}", f"ours: load\n{engine}"]
+        values += [v["dump"]["seconds"], v["restore_dump"]["seconds"]]
+        colors += [ours, ours]
+    labels.append("re-import\n(plain)")
+    values.append(res["reimport"]["seconds"])
+    colors.append(peer)
+    bars(axes[3], labels, values, colors, "logical dumps and their loads")
+    fig.suptitle(
+        f"backup-pipelines on {res['data_bytes'] / 2**20:.0f} MiB of InnoDB data, {res['cpus']} cores, one run",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
