@@ -27,6 +27,7 @@ from .core.verify import table_fingerprints, verify_backup
 MARKER = ".backup-pipelines-demo"
 DEMO_HOST = "demo"
 BACKUP_GRANTS = "RELOAD, PROCESS, BINLOG MONITOR"  # mariabackup 10.11's minimum
+DUMP_GRANTS = "SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES"  # consistent logical dumps (the Dagster demo runs them)
 
 
 def _write_secret(path: Path, text: str) -> None:
@@ -76,7 +77,7 @@ def start_demo_server(work: Path) -> MariaDBServer:
 
 def create_backup_user(server: MariaDBServer, password: str) -> None:
     server.sql("CREATE USER IF NOT EXISTS 'backup'@'localhost' IDENTIFIED BY %s", (password,))
-    server.sql(f"GRANT {BACKUP_GRANTS} ON *.* TO 'backup'@'localhost'")
+    server.sql(f"GRANT {BACKUP_GRANTS}, {DUMP_GRANTS} ON *.* TO 'backup'@'localhost'")
 
 
 def load_sample(server: MariaDBServer, rows: int) -> None:
@@ -146,13 +147,12 @@ def _ensure_server(work: Path) -> MariaDBServer:
         MariaDBServer.initialize(datadir)
     try:
         server.connect().close()
-        return server  # already running
     except Exception:
-        pass
-    server.start()
-    server.proc = None  # detach: the server outlives this process; `demo-env down` stops it
+        server.start()
+        server.proc = None  # detach: the server outlives this process; `demo-env down` stops it
+    # Every time, not only when fresh: an estate made by an older version gets today's grants.
+    create_backup_user(server, (work / "secrets" / "demo.password").read_text().strip())
     if fresh:
-        create_backup_user(server, (work / "secrets" / "demo.password").read_text().strip())
         load_sample(server, 20000)
     return server
 

@@ -97,7 +97,15 @@ def run_dump(
         backup_id = new_backup_id("dump", started)
         databases = databases_of(hcfg, host)
         if not databases:
-            raise NotFoundError(f"host {host} has no user databases to dump", host=host)
+            raise NotFoundError(
+                f"host {host} has no user databases that {hcfg.user} can see to dump",
+                host=host,
+                hint=(
+                    "SHOW DATABASES lists only what the user may read: grant the dump privileges "
+                    f"(GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO '{hcfg.user}'@...; "
+                    "see docs/dumps-and-retention.md) or name them in hosts.<host>.dump.databases"
+                ),
+            )
         t0 = time.monotonic()
         done: list[Streamed] = []
         names: list[str] = []

@@ -143,3 +143,31 @@ def test_webserver_serves_the_graph(env, tmp_path):
     assert {"physical_backups", "restore_verification", "staging_restore", "logical_dumps", "retention"} <= {
         j["name"] for j in repo["jobs"]
     }
+
+
+def test_the_demo_estate_runs_the_nightly_assets(tmp_path):
+    """What `./dev dagster` offers a new user: a base backup and a logical dump of the demo host succeed."""
+    demo = tmp_path / "demo"
+    cli = str(BIN / "backup-pipelines")
+    cfg = subprocess.run(
+        [cli, "demo-env", "up", "--work-dir", str(demo)], capture_output=True, text=True, timeout=300, check=True
+    ).stdout.strip()
+    try:
+        env = {**os.environ, "BACKUP_PIPELINES_CONFIG": cfg, "DAGSTER_HOME": str(tmp_path)}
+        res = subprocess.run(
+            [str(BIN / "dagster"), "asset", "materialize", "-m", "backup_pipelines.definitions",
+             "--select", "mysql/base_backup,mysql/logical_dump", "--partition", "demo"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert res.returncode == 0 and "RUN_SUCCESS" in res.stdout + res.stderr, (res.stdout + res.stderr)[-3000:]
+        listed = subprocess.run(
+            [cli, "-c", cfg, "list", "--host", "demo", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        kinds = sorted(b["kind"] for b in json.loads(listed.stdout))
+        assert kinds == ["dump", "full"]
+    finally:
+        subprocess.run([cli, "demo-env", "down", "--work-dir", str(demo)], capture_output=True, timeout=120)

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from backup_pipelines.core.dumps import restore_dump, run_dump
-from backup_pipelines.core.errors import ExitCode, RefusedError, ToolError
+from backup_pipelines.core.errors import ExitCode, NotFoundError, RefusedError, ToolError
 from backup_pipelines.core.session import Session
 from backup_pipelines.core.verify import table_fingerprints
 from tests.fixtures.mariadb import load_shop
@@ -125,3 +125,15 @@ def test_a_failed_dump_leaves_nothing(dump_source, make_config, tmp_path):
     assert s.catalog.list_backups("db1") == []
     repo = tmp_path / "repository"
     assert not [p for p in repo.rglob("*") if p.is_file()]
+
+
+def test_a_user_without_dump_privileges_is_told_which_to_grant(source, make_config):
+    """With only mariabackup's grants, SHOW DATABASES lists nothing to dump: say what to grant."""
+    load_shop(source)
+    s = Session.open(make_config())
+    with pytest.raises(NotFoundError) as err:
+        run_dump(s, "db1")
+    text = str(err.value)
+    assert "db1" in text and "backup" in text and "GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES" in text
+    assert err.value.exit_code == ExitCode.NOT_FOUND
+    assert s.catalog.list_backups("db1") == []
