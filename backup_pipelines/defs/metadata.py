@@ -27,6 +27,9 @@ def backup_metadata(entry: dict[str, Any], repository: str) -> dict[str, Any]:
         "throughput_mib_s": MetadataValue.float(round(source / 2**20 / duration, 2)),
         "from_lsn": MetadataValue.int(int(entry.get("from_lsn") or 0)),
         "to_lsn": MetadataValue.int(int(entry.get("to_lsn") or 0)),
+        # to_lsn is the checkpoint the next incremental starts from; on a quiet server it can
+        # stay put for hours while the redo log (what the backup copied up to) moves on.
+        "redo_end_lsn": MetadataValue.int(int(entry.get("last_lsn") or entry.get("to_lsn") or 0)),
         "repository": MetadataValue.text(repository),
         "object_key": MetadataValue.text(entry["objects"][0]["key"] if entry.get("objects") else "-"),
         "sha256": MetadataValue.text(entry["objects"][0]["sha256"] if entry.get("objects") else "-"),

@@ -77,6 +77,7 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
     meta = materialization_metadata(base)
     assert meta["kind"] == "full" and meta["stored_bytes"] > 0 and meta["source_bytes"] > meta["stored_bytes"]
     assert meta["repository"].startswith("s3://") and meta["from_lsn"] == 0 and meta["to_lsn"] > 0
+    assert meta["redo_end_lsn"] >= meta["to_lsn"]
     assert ":" in meta["binlog_position"] and meta["throughput_mib_s"] > 0
     assert check_results(base) == {"catalog_integrity": True, "base_freshness": True}
 
@@ -91,6 +92,7 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
         assert inc.success
         m = materialization_metadata(inc)
         assert m["kind"] == "incremental" and m["parent_id"] != "-"
+        assert m["redo_end_lsn"] > meta["redo_end_lsn"]  # the writes above moved the redo log
         assert check_results(inc) == {"chain_restorable": True, "rpo_freshness": True}
         fingerprints.append(source.fingerprint())
 
