@@ -9,7 +9,6 @@ same compress/encrypt/hash pipeline and the manifest (kind `dump`) is the commit
 from __future__ import annotations
 
 import logging
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -19,7 +18,6 @@ from pathlib import Path
 import pymysql
 
 from .catalog import BackupManifest, BinlogInfo, EncryptionInfo, StoredObject, new_backup_id
-from .codec import CallableSink
 from .config import HostConfig, read_secret_file
 from .credentials import defaults_extra_file
 from .engines.dumps import (
@@ -33,8 +31,8 @@ from .engines.dumps import (
 from .errors import ConfigError, NotFoundError, RefusedError, ToolError
 from .locks import host_lock
 from .pipeline import Streamed, stream_command
-from .process import Tool, run
-from .restore import fetch_object
+from .process import run
+from .restore import fetch_into_command
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -288,19 +286,9 @@ def restore_dump(
         if isinstance(engine, MydumperEngine):
             with tempfile.TemporaryDirectory(prefix="bp-myloader-", dir=work) as d:
                 obj = next(o for o in m.objects if o.name == "mydumper.tar")
-                with Tool(
-                    ["tar", "-x", "-C", d],
-                    what=f"unpacking dump {m.id}",
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    host=host,
-                    backup_id=m.id,
-                ) as tar:
-                    assert tar.proc.stdin is not None
-                    fetch_object(
-                        session, m, CallableSink(tar.proc.stdin.write, tar.proc.stdin.close), obj=obj, progress=tick
-                    )
-                    tar.check()
+                fetch_into_command(
+                    session, m, ["tar", "-x", "-C", d], what=f"unpacking dump {m.id}", obj=obj, progress=tick
+                )
                 engine.resolve(engine.loader, "mydumper")
                 for db in wanted:
                     run(
@@ -313,23 +301,14 @@ def restore_dump(
             names = [f"db/{db}.sql" for db in wanted] + (["grants.sql"] if grants else [])
             for name in names:
                 obj = next(o for o in m.objects if o.name == name)
-                cmd = engine.load_command(cnf, target.conn_args())
-                with Tool(
-                    cmd,
+                fetch_into_command(
+                    session,
+                    m,
+                    engine.load_command(cnf, target.conn_args()),
                     what=f"loading {name} of dump {m.id} into {target_name}",
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.DEVNULL,
-                    host=host,
-                    backup_id=m.id,
-                ) as client:
-                    assert client.proc.stdin is not None
-                    stdin = client.proc.stdin
-                    try:
-                        fetch_object(session, m, CallableSink(stdin.write, stdin.close), obj=obj, progress=tick)
-                    except BrokenPipeError:
-                        client.check()
-                        raise
-                    client.check()
+                    obj=obj,
+                    progress=tick,
+                )
     return {
         "host": host,
         "backup_id": m.id,

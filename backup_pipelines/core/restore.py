@@ -148,9 +148,26 @@ def _extract(
     dest.mkdir(parents=True)
     cmd = engine.extract_command(dest)
     engine.resolve(cmd[0])
+    return fetch_into_command(session, m, cmd, what=f"extracting backup {m.id}", progress=progress)
+
+
+def fetch_into_command(
+    session: Session,
+    m: BackupManifest,
+    cmd: list[str],
+    *,
+    what: str,
+    obj: StoredObject | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Stream one of the backup's objects (as `fetch_object`) into the stdin of `cmd`, which must exit 0.
+
+    The pipe is fed from a thread so decoding overlaps the consumer. A consumer that dies early
+    is reported with its own exit status and stderr; any other failure kills it.
+    """
     with Tool(
         cmd,
-        what=f"extracting backup {m.id}",
+        what=what,
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         host=m.host,
@@ -159,12 +176,12 @@ def _extract(
         assert tool.proc.stdin is not None
         feeder = PipeFeeder(tool.proc.stdin)
         try:
-            n = fetch_object(session, m, feeder, progress=progress)
-        except OSError as err:  # BrokenPipe: the extractor died; its stderr says why
+            n = fetch_object(session, m, feeder, obj=obj, progress=progress)
+        except OSError as err:  # BrokenPipe: the consumer died; its stderr says why
             feeder.abandon()
             tool.wait()
             tool.check()
-            raise ToolError(f"extracting backup {m.id} failed: {err}", host=m.host, backup_id=m.id) from None
+            raise ToolError(f"{what} failed: {err}", host=m.host, backup_id=m.id) from None
         except BaseException:
             feeder.abandon()
             tool.kill()
