@@ -9,8 +9,10 @@ from zoneinfo import ZoneInfo
 
 from dagster import (
     AssetCheckEvaluation,
+    AssetKey,
     AssetRecordsFilter,
     DefaultSensorStatus,
+    EventLogRecord,
     RunFailureSensorContext,
     RunRequest,
     SensorDefinition,
@@ -35,6 +37,14 @@ log = logging.getLogger(__name__)
 RESTATE_SECONDS = 3600  # re-emit an unchanged freshness result hourly, so the UI shows it is current
 
 
+def _new_materializations(context: SensorEvaluationContext, key: AssetKey) -> list[EventLogRecord]:
+    """The asset's materializations since the sensor's cursor (a storage id), oldest first."""
+    after = int(context.cursor) if context.cursor else None
+    return context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=200, ascending=True
+    ).records
+
+
 def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefinition") -> SensorDefinition:
     tz = ZoneInfo(fleet_timezone(cfg))
 
@@ -46,10 +56,7 @@ def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefiniti
         description="Requests a restore verification of the host's newest point after each new base backup.",
     )
     def verify_after_base(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=BASE, after_storage_id=after), limit=200, ascending=True
-        ).records
+        records = _new_materializations(context, BASE)
         if not records:
             return SkipReason("no new base backups")
         requests = []
@@ -80,10 +87,7 @@ def build_prune_after_verification(cfg: Config, retention_job: "UnresolvedAssetJ
         "pruning never runs on a fleet whose newest chain is unproven.",
     )
     def prune_after_verification(context: SensorEvaluationContext) -> SensorResult | SkipReason:
-        after = int(context.cursor) if context.cursor else None
-        records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=VERIFICATION, after_storage_id=after), limit=200, ascending=True
-        ).records
+        records = _new_materializations(context, VERIFICATION)
         if not records:
             return SkipReason("no new verifications")
         requests = []
