@@ -285,7 +285,7 @@ def _stream_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, int, int]:
     """Client, codec, keyring, part size, concurrency: flags first, then the config (if any)."""
     from .core.codec import codec_for
     from .core.crypto import Keyring, load_key_file
-    from .core.stream import make_client
+    from .core.repository.s3 import make_client
 
     cfg = None
     if args.config or os.environ.get(CONFIG_ENV):
@@ -309,7 +309,7 @@ def _stream_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, int, int]:
 
 
 def cmd_stream_put(args: argparse.Namespace) -> int:
-    from .core.stream.pipe import put
+    from .core.stream import put
 
     client, codec, keyring, part_size, concurrency = _stream_setup(args)
     producer = args.producer
@@ -336,7 +336,7 @@ def cmd_stream_put(args: argparse.Namespace) -> int:
 
 
 def cmd_stream_get(args: argparse.Namespace) -> int:
-    from .core.stream.pipe import get
+    from .core.stream import get
 
     client, codec, keyring, part_size, concurrency = _stream_setup(args)
     with _progress(True, f"get {args.url}") as bar:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.mariadb",
     "tests.fixtures.sshd",
     "tests.fixtures.dagster",
+    "tests.fixtures.postgres",
 ]

@@ -265,7 +265,7 @@ class Duplicity:
             if not names:
                 return None
             return max(names, key=lambda n: _set_end(n[0]))[1].read_bytes()
-        from .stream import make_client
+        from .repository.s3 import make_client
 
         bucket, _, prefix = url[len("boto3+s3://") :].partition("/")
         client = make_client(endpoint_url=self.cfg.s3_endpoint_url, region=self.cfg.s3_region)

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from backup_pipelines.core.errors import IntegrityError, NotFoundError
-from backup_pipelines.core.stream import (
+from backup_pipelines.core.repository.s3 import (
     Download,
     MultipartUpload,
     ObjectReader,
@@ -181,7 +181,7 @@ def test_tampered_object_is_detected(client, s3_server, s3_bucket, same_size):
 
 
 def test_body_reader_fast_path_and_fallback_agree(client, s3_bucket):
-    from backup_pipelines.core.stream.s3client import body_reader
+    from backup_pipelines.core.repository.s3.client import body_reader
 
     data = os.urandom(3 * MiB + 5)
     client.put_object(Bucket=s3_bucket, Key="b", Body=data)

@@ -9,11 +9,11 @@ import random
 import pytest
 
 from backup_pipelines.core.errors import IntegrityError, StorageError
-from backup_pipelines.core.repository.s3 import S3Repository
-from backup_pipelines.core.stream import (
+from backup_pipelines.core.repository.s3 import (
     Download,
     MultipartUpload,
     RetryPolicy,
+    S3Repository,
     get_stream,
     make_client,
     put_stream,

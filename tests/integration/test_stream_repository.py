@@ -10,8 +10,8 @@ import pytest
 from backup_pipelines.core.config import RepositoryConfig, S3Settings
 from backup_pipelines.core.errors import NotFoundError
 from backup_pipelines.core.repository import open_repository
-from backup_pipelines.core.repository import s3 as s3_mod
 from backup_pipelines.core.repository.s3 import S3Repository
+from backup_pipelines.core.repository.s3 import driver as s3_mod
 
 pytestmark = pytest.mark.integration
 

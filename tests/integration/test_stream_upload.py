@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from backup_pipelines.core.errors import StorageError
-from backup_pipelines.core.stream import Download, MultipartUpload, RetryPolicy, make_client
-from backup_pipelines.core.stream import upload as upload_mod
+from backup_pipelines.core.repository.s3 import Download, MultipartUpload, RetryPolicy, make_client
+from backup_pipelines.core.repository.s3 import upload as upload_mod
 
 pytestmark = pytest.mark.integration
 

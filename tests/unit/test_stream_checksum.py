@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backup_pipelines.core.stream.checksum import (
+from backup_pipelines.core.repository.s3.checksum import (
     ChecksumRecord,
     crc32,
     crc32_combine,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backup_pipelines.core.stream.upload import (
+from backup_pipelines.core.repository.s3.upload import (
     FLAT_PARTS,
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,

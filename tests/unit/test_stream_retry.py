@@ -8,10 +8,10 @@ import threading
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
 
-from backup_pipelines.core.errors import IntegrityError, NotFoundError, StorageError
+from backup_pipelines.core.errors import ConfigError, IntegrityError, NotFoundError, StorageError
 from backup_pipelines.core.repository.s3 import parse_s3_url
-from backup_pipelines.core.stream.retry import Cancelled, RetryPolicy, is_retryable
-from backup_pipelines.core.stream.s3client import storage_error
+from backup_pipelines.core.repository.s3.client import storage_error
+from backup_pipelines.core.repository.s3.retry import Cancelled, RetryPolicy, is_retryable
 
 pytestmark = pytest.mark.unit
 
@@ -128,7 +128,10 @@ def test_parse_s3_url():
     assert parse_s3_url("s3://bucket/") == ("bucket", "")
     assert parse_s3_url("s3://bucket/a/b") == ("bucket", "a/b/")
     assert parse_s3_url("s3://bucket/a/b/") == ("bucket", "a/b/")
-    with pytest.raises(ValueError):
-        parse_s3_url("file:///x")
-    with pytest.raises(ValueError):
-        parse_s3_url("s3:///prefix")
+    assert parse_s3_url("s3://bucket/a/b.xb", object_key=True) == ("bucket", "a/b.xb")
+    for bad in ("file:///x", "s3:///prefix", "notaurl"):
+        with pytest.raises(ConfigError):
+            parse_s3_url(bad)
+    for bad in ("s3://bucket", "s3://bucket/", "s3://bucket/dir/"):
+        with pytest.raises(ConfigError):
+            parse_s3_url(bad, object_key=True)

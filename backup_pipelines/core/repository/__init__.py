@@ -16,8 +16,7 @@ __all__ = ["FileRepository", "ObjectInfo", "ObjectWriter", "Repository", "open_r
 def open_repository(cfg: RepositoryConfig) -> Repository:
     if cfg.url.startswith("file://"):
         return FileRepository(cfg.url)
-    from ..stream.retry import RetryPolicy
-    from .s3 import S3Repository
+    from .s3 import RetryPolicy, S3Repository
 
     return S3Repository(
         cfg.url,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from ..repository.base import Buffer
+from ..base import Buffer
 
 _POLY = 0xEDB88320  # reflected CRC-32 polynomial
 

@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import BackupPipelinesError, IntegrityError, StorageError
-from ..repository.base import Buffer, ObjectInfo
+from ...errors import BackupPipelinesError, IntegrityError, StorageError
+from ..base import Buffer, ObjectInfo
 from .checksum import crc32, crc32_combine, crc32_from_b64, crc32_to_b64
+from .client import S3Client, s3_url, storage_error
 from .retry import Retryable, RetryPolicy, error_code
-from .s3client import S3Client, s3_url, storage_error
 
 log = logging.getLogger("backup_pipelines.stream")
 

@@ -18,14 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..codec import CallableSink, Codec, decode_stages, encode_chain
-from ..crypto import Keyring
-from ..errors import IntegrityError, ToolError, tail
-from ..process import Tool, enlarge_pipe
-from .retry import RetryPolicy
-from .s3client import S3Client
-from .transfer import get_stream, write_checksum_record
-from .upload import MultipartUpload, UploadInfo
+from .codec import CallableSink, Codec, decode_stages, encode_chain
+from .crypto import Keyring
+from .errors import IntegrityError, ToolError, tail
+from .process import Tool, enlarge_pipe
+from .repository.s3 import MultipartUpload, RetryPolicy, S3Client, UploadInfo, get_stream, parse_s3_url
+from .repository.s3.sidecar import write_checksum_record
 
 MiB = 1024 * 1024
 
@@ -38,15 +36,6 @@ class PutResult:
     crc32: int | None
     parts: int
     seconds: float
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    if not url.startswith("s3://") or "/" not in url[5:]:
-        raise ValueError(f"expected s3://bucket/key, got {url!r}")
-    bucket, key = url[5:].split("/", 1)
-    if not bucket or not key:
-        raise ValueError(f"expected s3://bucket/key, got {url!r}")
-    return bucket, key
 
 
 def put(
@@ -64,7 +53,7 @@ def put(
 ) -> PutResult:
     import time
 
-    bucket, key = parse_s3_url(url)
+    bucket, key = parse_s3_url(url, object_key=True)
     t0 = time.monotonic()
     tool: Tool | None = None
     if producer:
@@ -150,7 +139,7 @@ def get(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Write the object (decoded) to `out`; IntegrityError at the end if its checksum does not match."""
-    bucket, key = parse_s3_url(url)
+    bucket, key = parse_s3_url(url, object_key=True)
     raw_out = getattr(out, "raw", out)
 
     def write_all(data: memoryview | bytes) -> None:

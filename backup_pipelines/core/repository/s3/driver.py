@@ -1,8 +1,8 @@
 """A repository in an S3 bucket (AWS or any S3-compatible service), under an optional prefix.
 
-Writes stream through `stream.MultipartUpload`: parts upload in parallel while the backup
+Writes stream through `upload.MultipartUpload`: parts upload in parallel while the backup
 runs, nothing is visible before commit, and interrupted uploads are multipart uploads
-that `cleanup_incomplete` aborts. Reads go through `stream.Download`. Integrity of stored
+that `cleanup_incomplete` aborts. Reads go through `download.Download`. Integrity of stored
 objects is checked above this layer (the manifests' SHA-256), so reads skip S3's CRC by
 default; uploads are still CRC-32 verified by the server.
 """
@@ -12,31 +12,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urlparse
 
-from ..errors import NotFoundError, StorageError
-from ..stream.download import Download
-from ..stream.retry import RetryPolicy, error_code, http_status, is_retryable
-from ..stream.s3client import S3Client, make_client, s3_url, storage_error
-from ..stream.upload import MultipartUpload
-from .base import ObjectInfo, Repository
+from ...errors import NotFoundError, StorageError
+from ..base import ObjectInfo, Repository
+from .client import S3Client, make_client, s3_url, storage_error
+from .download import Download
+from .retry import RetryPolicy, error_code, http_status, is_retryable
+from .upload import MultipartUpload
+from .url import parse_s3_url
 
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
-
-
-def parse_s3_url(url: str) -> tuple[str, str]:
-    """s3://bucket/some/prefix -> ("bucket", "some/prefix/"); the prefix is '' or ends with '/'."""
-    parsed = urlparse(url)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"not an S3 URL (s3://bucket/prefix): {url}")
-    prefix = unquote(parsed.path).strip("/")
-    return parsed.netloc, (prefix + "/" if prefix else "")
 
 
 class S3Repository(Repository):
     """Objects at s3://bucket/prefix/<key>; keys given to and returned by methods are relative.
 
-    `client` replaces the default one (from `stream.make_client`, credentials from the
+    `client` replaces the default one (from `client.make_client`, credentials from the
     standard AWS chain); `retry` is the per-request budget for data and small calls;
     `verify_reads` checks S3's whole-object CRC-32 on reads where S3 keeps one.
     """

@@ -1,6 +1,6 @@
 """Retries for S3 data requests: exponential backoff with full jitter, one budget per part.
 
-botocore's own retries (a few quick attempts, see `s3client.make_client`) absorb blips on
+botocore's own retries (a few quick attempts, see `client.make_client`) absorb blips on
 every call; this layer sits on top for the calls that move data, where giving up costs a
 whole upload. Full jitter (sleep uniformly in [0, min(cap, base * 2**n)]) spreads the
 retries of many parallel parts so a throttled endpoint is not hit by a synchronized herd.

@@ -17,7 +17,7 @@ replaced mid-read fails with IntegrityError instead of mixing two versions.
 
 Verification (verify=True): the CRC-32 of the delivered bytes (per part in the workers,
 combined in order) is compared at the end with `expected_crc32` (a sidecar record, see
-`transfer.get_stream`) or else with S3's stored whole-object CRC-32 (GET with
+`sidecar.get_stream`) or else with S3's stored whole-object CRC-32 (GET with
 ChecksumMode=ENABLED; present for single PUTs and FULL_OBJECT uploads, not COMPOSITE
 ones). A mismatch raises IntegrityError after the last byte was delivered, so a
 streaming consumer must treat its output as void on that error; a size that differs
@@ -37,10 +37,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BackupPipelinesError, IntegrityError, StorageError
+from ...errors import BackupPipelinesError, IntegrityError, StorageError
 from .checksum import crc32, crc32_combine, crc32_from_b64, crc32_to_b64
+from .client import S3Client, body_reader, s3_url, storage_error
 from .retry import Cancelled, Retryable, RetryPolicy, describe_error, is_retryable
-from .s3client import S3Client, body_reader, s3_url, storage_error
 
 log = logging.getLogger("backup_pipelines.stream")
 

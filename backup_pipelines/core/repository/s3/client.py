@@ -36,7 +36,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from ..errors import BackupPipelinesError, IntegrityError, NotFoundError, StorageError
+from ...errors import BackupPipelinesError, IntegrityError, NotFoundError, StorageError
 from .retry import Cancelled, describe_error, error_code, http_status
 
 S3Client = Any  # a botocore/boto3 "s3" client; neither ships a static type for it

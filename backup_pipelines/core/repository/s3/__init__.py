@@ -1,20 +1,22 @@
-"""Streaming S3 transfers: a multipart uploader and a parallel ranged downloader (like gof3r).
+"""The S3 driver and the transfer code it runs on (what gof3r was: streaming multipart put, parallel get).
 
-- `MultipartUpload`: an ObjectWriter; parts upload in parallel while the caller writes,
-  memory bounded by concurrency x part size, CRC-32 verified per part and whole.
-- `Download`: streams an object in order into a sink, going parallel when one
+- `S3Repository` (`driver`): the repository interface over s3://bucket/prefix.
+- `MultipartUpload` (`upload`): an ObjectWriter; parts upload in parallel while the caller
+  writes, memory bounded, CRC-32 verified per part and whole.
+- `Download` (`download`): streams an object in order into a sink, going parallel when one
   connection is slow; `ObjectReader` wraps it as a file.
-- `put_stream` / `get_stream`: the same with a stored whole-object checksum (sidecar).
-- `make_client`: the S3 client settings these rely on.
+- `put_stream` / `get_stream` (`sidecar`): the same with a stored whole-object checksum record.
+- `make_client` (`client`): the S3 client settings these rely on; `parse_s3_url` (`url`).
 """
 
 from __future__ import annotations
 
 from .checksum import ChecksumRecord, crc32, crc32_combine, crc32_from_b64, crc32_to_b64, sidecar_key
+from .client import S3Client, make_client, storage_error
 from .download import Download, DownloadResult, ObjectReader
+from .driver import S3Repository
 from .retry import RetryPolicy, is_retryable
-from .s3client import S3Client, make_client, storage_error
-from .transfer import get_stream, put_stream, read_checksum_record
+from .sidecar import get_stream, put_stream, read_checksum_record
 from .upload import (
     MAX_OBJECT_SIZE,
     MAX_PART_SIZE,
@@ -24,6 +26,7 @@ from .upload import (
     PartSizer,
     UploadInfo,
 )
+from .url import parse_s3_url
 
 __all__ = [
     "MAX_OBJECT_SIZE",
@@ -38,6 +41,7 @@ __all__ = [
     "PartSizer",
     "RetryPolicy",
     "S3Client",
+    "S3Repository",
     "UploadInfo",
     "crc32",
     "crc32_combine",
@@ -46,6 +50,7 @@ __all__ = [
     "get_stream",
     "is_retryable",
     "make_client",
+    "parse_s3_url",
     "put_stream",
     "read_checksum_record",
     "sidecar_key",

@@ -27,11 +27,11 @@ from typing import Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
-from ..errors import IntegrityError
+from ...errors import IntegrityError
 from .checksum import ChecksumRecord, sidecar_key
+from .client import S3Client, s3_url, storage_error
 from .download import Download, DownloadResult
 from .retry import RetryPolicy, error_code
-from .s3client import S3Client, s3_url, storage_error
 from .upload import MultipartUpload, UploadInfo
 
 MiB = 1024 * 1024
