@@ -285,6 +285,7 @@ class Duplicity:
             return False
         env = self.env(decrypting=True)
         passphrase = env.pop("PASSPHRASE")  # gpg reads it from fd 0 only, never its environment
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as d:
             path = Path(d) / "m.gpg"
             path.write_bytes(manifest)

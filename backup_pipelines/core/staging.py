@@ -32,7 +32,11 @@ def staging_target(session: Session, name: str, host: str) -> StagingTarget:
     targets = session.config.staging
     if name not in targets:
         known = ", ".join(sorted(targets)) or "none"
-        raise ConfigError(f"staging target {name!r} is not configured (configured: {known})", host=host)
+        raise ConfigError(
+            f"staging target {name!r} is not configured (configured: {known})",
+            host=host,
+            hint="check --target, or add the server under staging: in the config (with staging: true)",
+        )
     t = targets[name]
     if not t.staging:
         raise RefusedError(
