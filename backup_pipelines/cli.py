@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = st.add_mutually_exclusive_group()
     g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
     g.add_argument("--at", help=_AT_HELP)
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the verification report as JSON")
     st.set_defaults(func=cmd_staging_restore)
 
     c = sub.add_parser("check", help="catalog integrity: checksums, objects present, LSN continuity")
