@@ -362,3 +362,7 @@ def test_bad_inputs_get_a_documented_code_and_a_clear_message(files):
     with ThreadPoolExecutor(4) as pool:  # each case is its own CLI process
         failures = [f for f in pool.map(run, cases(files)) if f]
     assert not failures, "\n".join(failures)
+    # the failed backups (server unreachable, world-readable password) left no empty directories behind
+    repo = Path(files["dir"]) / "repository"
+    assert not repo.exists() or [p for p in repo.rglob("*") if p.is_dir()] == []
+    assert [p.name for p in (Path(files["dir"]) / "work").iterdir()] == ["locks"]  # no sandbox, scratch or credentials

@@ -91,3 +91,19 @@ def test_version_and_exit_codes_in_help(capsys):
     out = capsys.readouterr().out
     for code in (2, 3, 4, 5, 6, 7, 8, 9, 10, 143):
         assert re.search(rf"^\s+{code}\s+\w", out, re.M), f"exit code {code} missing from --help"
+
+
+def test_an_internal_error_with_v_shows_the_traceback_and_does_not_ask_for_v(monkeypatch, capsys):
+    """A bug is the one thing no input can provoke on purpose: plant one in keygen."""
+    import backup_pipelines.core.crypto as crypto
+
+    def broken() -> str:
+        raise RuntimeError("planted bug")
+
+    monkeypatch.setattr(crypto, "generate_key_text", broken)
+    assert main(["keygen"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: planted bug" in err and "re-run with -v" in err and "Traceback" not in err
+    assert main(["-v", "keygen"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "re-run with -v" not in err and "the traceback is above" in err

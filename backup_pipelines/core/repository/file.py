@@ -114,6 +114,9 @@ class FileRepository(Repository):
     def describe(self, key: str) -> str:
         return str(self._path(key))
 
+    def local_directory(self) -> Path:
+        return self.root
+
     def open_writer(self, key: str, *, size_hint: int | None = None) -> FileWriter:
         try:
             return FileWriter(self, key)
