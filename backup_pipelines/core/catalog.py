@@ -221,6 +221,15 @@ class Catalog:
         ]
         return sorted(out, key=lambda m: (m.finished_at, m.id))
 
+    def size_hints(self, host: str, kind: Kind) -> dict[str, int]:
+        """Stored size of each object of the newest completed `kind` backup of `host`, by name.
+
+        The uploader sizes its parts from them so a stream of about that size never grows its
+        parts, which keeps upload memory flat (`repository.s3.upload.PartSizer`).
+        """
+        newest = self.latest(host, kinds=[kind])
+        return {o.name: o.size for o in newest.objects} if newest else {}
+
     def latest(self, host: str, kinds: Iterable[Kind] = PHYSICAL) -> BackupManifest | None:
         backups = self.list_backups(host, kinds=kinds)
         return backups[-1] if backups else None

@@ -105,6 +105,7 @@ def run_dump(
                 ),
             )
         t0 = time.monotonic()
+        hints = catalog.size_hints(host, "dump")
         done: list[Streamed] = []
         names: list[str] = []
         binlog: BinlogInfo | None = None
@@ -133,6 +134,7 @@ def run_dump(
                         stdout_marker=marker,
                         progress=tick,
                         cwd=cwd,
+                        size_hint=hints.get(name),
                     )
                     done.append(s)
                     names.append(name)

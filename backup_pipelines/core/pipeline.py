@@ -106,8 +106,10 @@ def stream_command(
     stdout_marker: bytes | None = None,
     progress: Progress | None = None,
     cwd: Path | None = None,
+    size_hint: int | None = None,
 ) -> Streamed:
-    writer = session.repo.open_writer(key)
+    """`size_hint`: the stored size of the last such object, if any (sizes the upload's parts)."""
+    writer = session.repo.open_writer(key, size_hint=size_hint)
     committed = False
     last = bytearray()
     try:

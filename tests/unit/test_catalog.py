@@ -158,3 +158,13 @@ def test_encrypted_catalog_needs_the_key(tmp_path):
         with pytest.raises(WrongKeyError) as err:
             Catalog(cat.repo, keyring).list_backups("db1")
         assert m.id in str(err.value) or "manifest" in str(err.value)
+
+
+def test_size_hints_come_from_the_newest_backup_of_the_same_kind(cat, chain):
+    """The uploader sizes its parts from these: a full must not be sized by an incremental."""
+    newest_full = chain[3].model_copy(update={"objects": [chain[3].objects[0].model_copy(update={"size": 12345})]})
+    cat.write_manifest(newest_full)
+    assert cat.size_hints("db1", "full") == {"data": 12345}
+    assert cat.size_hints("db1", "incremental") == {"data": 10}
+    assert cat.size_hints("db1", "dump") == {}
+    assert cat.size_hints("nosuchhost", "full") == {}

@@ -52,27 +52,33 @@ MIN_PART_SIZE = 5 * MiB  # S3: every part but the last
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_OBJECT_SIZE = 5 * TiB
-FLAT_PARTS = 1000  # parts kept at the base size before growth starts
-STEP_ALIGN = 4096  # page-aligned part sizes
+FLAT_PARTS = 1000  # parts kept at the base size before growth starts (no size hint)
+HINTED_FLAT_PARTS = 9000  # with a size hint: the hint (plus HINT_MARGIN) fits in these
+HINT_MARGIN = 1.25  # a host grows between backups: room for 25% more than last time
+STEP_ALIGN = 4096  # page-aligned growth steps
+TIER = 16 * MiB  # grown part sizes are rounded up to this, so runs of parts share buffers
 
 
 class PartSizer:
     """Part sizes for a stream of unknown length that can never run out of part numbers.
 
-    Parts 1..1000 use the base size (memory stays at concurrency x part size for the common
-    case: 16 GB at 16 MiB parts). From part 1001 each part is `step` bytes larger than the
-    previous, with `step` the smallest that makes 10,000 parts add up to S3's 5 TiB object
-    limit. Linear growth keeps the largest part near 1.2 GiB even at 5 TiB (doubling would
-    reach 5 GiB). A size hint raises the base so the expected size fits in the flat part.
+    The first `flat` parts use the base size (16 GB at 16 MiB parts without a hint). Beyond
+    them sizes grow linearly, rounded up to TIER so ~100 consecutive parts share one size and
+    recycle each other's buffers, with the smallest slope that makes 10,000 parts hold S3's
+    5 TiB object limit (the largest part stays near 1.2 GiB; doubling would reach 5 GiB).
+    A size hint (the previous backup of the same host and kind) raises the base so the hint
+    plus HINT_MARGIN fits in 9,000 flat parts: a stream of the expected size never grows.
     """
 
     def __init__(self, part_size: int, size_hint: int | None = None) -> None:
         base = max(int(part_size), MIN_PART_SIZE)
+        self.flat = FLAT_PARTS
         if size_hint:
-            per_part = -(-int(size_hint) // MAX_PARTS)
+            self.flat = HINTED_FLAT_PARTS
+            per_part = -(-int(size_hint * HINT_MARGIN) // HINTED_FLAT_PARTS)
             base = max(base, -(-per_part // MiB) * MiB)
         self.base = min(base, MAX_PART_SIZE)
-        growing = MAX_PARTS - FLAT_PARTS
+        growing = MAX_PARTS - self.flat
         shortfall = MAX_OBJECT_SIZE - MAX_PARTS * self.base
         if shortfall <= 0:
             self.step = 0
@@ -83,13 +89,73 @@ class PartSizer:
     def size(self, part_number: int) -> int:
         if not 1 <= part_number <= MAX_PARTS:
             raise ValueError(f"part number {part_number} outside 1..{MAX_PARTS}")
-        return min(MAX_PART_SIZE, self.base + max(0, part_number - FLAT_PARTS) * self.step)
+        extra = max(0, part_number - self.flat) * self.step
+        return min(MAX_PART_SIZE, self.base + -(-extra // TIER) * TIER)
 
     def capacity(self, parts: int = MAX_PARTS) -> int:
-        """Bytes that `parts` parts hold (closed form, so tests need not loop or move data)."""
-        flat = min(parts, FLAT_PARTS)
-        grown = max(0, parts - FLAT_PARTS)
-        return (flat + grown) * self.base + self.step * grown * (grown + 1) // 2
+        """Bytes that the first `parts` parts hold."""
+        flat = min(parts, self.flat)
+        return flat * self.base + sum(self.size(n) for n in range(self.flat + 1, parts + 1))
+
+    @property
+    def largest(self) -> int:
+        return self.size(MAX_PARTS)
+
+
+class BufferPool:
+    """Part buffers bounded by bytes: those being filled, uploading and idle together stay
+    within `budget`, so memory does not follow the part size as the stream grows.
+
+    One part larger than the whole budget may still exist, alone (the writer then waits
+    for it to upload before filling the next): S3's 10,000-part limit makes parts that big
+    only on multi-TiB streams that came without a size hint. Idle buffers of a size that is
+    no longer wanted are freed at once (part sizes never shrink).
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = max(1, int(budget))
+        self.allocated = 0
+        self.peak = 0
+        self._free: list[bytearray] = []
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def take(self, size: int, cancel: threading.Event) -> bytearray:
+        with self._cond:
+            while True:
+                if cancel.is_set() or self._closed:
+                    raise _Aborted()
+                for i, buf in enumerate(self._free):
+                    if len(buf) == size:
+                        return self._free.pop(i)
+                while self._free:
+                    self.allocated -= len(self._free.pop())
+                if self.allocated == 0 or self.allocated + size <= self.budget:
+                    self.allocated += size
+                    self.peak = max(self.peak, self.allocated)
+                    break
+                self._cond.wait(0.1)
+        return bytearray(size)
+
+    def give(self, buf: bytearray, accounted: int) -> None:
+        """Return a buffer (`accounted` is the size it was taken with: the last part is shrunk)."""
+        with self._cond:
+            if self._closed or len(buf) != accounted:
+                self.allocated -= accounted
+            else:
+                self._free.append(buf)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            while self._free:
+                self.allocated -= len(self._free.pop())
+            self._cond.notify_all()
+
+
+class _Aborted(Exception):
+    """The upload was aborted while the writer waited for buffer space."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +194,7 @@ class MultipartUpload:
         part_size: int = 16 * MiB,
         concurrency: int = 8,
         size_hint: int | None = None,
+        buffer_bytes: int | None = None,
         retry: RetryPolicy | None = None,
         checksum: bool = True,
         checksum_type: str = "COMPOSITE",
@@ -145,6 +212,9 @@ class MultipartUpload:
         self.extra_args = dict(extra_args or {})
         self.concurrency = max(1, int(concurrency))
         self.sizer = PartSizer(part_size, size_hint)
+        # (concurrency + 1) parts: `concurrency` uploading while the next one fills.
+        default_budget = max((self.concurrency + 1) * max(int(part_size), MIN_PART_SIZE), 2 * self.sizer.base)
+        self.buffers = BufferPool(buffer_bytes or default_budget)
         self.where = s3_url(bucket, s3_key)
         self.info: UploadInfo | None = None
 
@@ -152,7 +222,6 @@ class MultipartUpload:
         self._cancel = threading.Event()
         self._slots = threading.Semaphore(self.concurrency)
         self._pool: ThreadPoolExecutor | None = None
-        self._free: list[bytearray] = []
         self._parts: dict[int, _Part] = {}
         self._error: BaseException | None = None
         self._upload_id: str | None = None
@@ -228,7 +297,7 @@ class MultipartUpload:
         for _ in range(self.concurrency):
             self._slots.release()  # wake a writer blocked on the budget (cancelled parts never release)
         self._detach_buffer()
-        self._free.clear()
+        self.buffers.close()
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is None:
             return
@@ -286,7 +355,7 @@ class MultipartUpload:
         so a stream that ends exactly on a part boundary never uploads an empty last part."""
         buf = self._buf
         if buf is None:
-            buf = self._buf = bytearray(self.sizer.size(1))
+            buf = self._buf = self._take_buffer(self.sizer.size(1))
             self._view = memoryview(buf)
         elif self._fill == len(buf):
             self._view.release()
@@ -311,19 +380,15 @@ class MultipartUpload:
         return buf
 
     def _take_buffer(self, size: int) -> bytearray:
-        with self._lock:
-            while self._free:
-                buf = self._free.pop()
-                if len(buf) == size:
-                    return buf
-        return bytearray(size)
+        """A part buffer within the byte budget: blocks while uploading parts hold it."""
+        try:
+            return self.buffers.take(size, self._cancel)
+        except _Aborted:
+            if self._error is not None:
+                self._fail()
+            raise StorageError(f"the upload of {self.where} was aborted", key=self.where) from None
 
-    def _give_buffer(self, buf: bytearray) -> None:
-        with self._lock:
-            if self._state == "open" and len(self._free) <= self.concurrency:
-                self._free.append(buf)
-
-    def _submit(self, buf: bytearray) -> None:
+    def _submit(self, buf: bytearray, accounted: int | None = None) -> None:
         if self._upload_id is None:
             self._create()
         self._slots.acquire()  # the in-flight budget: blocks while `concurrency` parts are uploading
@@ -336,7 +401,7 @@ class MultipartUpload:
             self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="s3-put")
         number = self._next_part
         try:
-            self._pool.submit(self._upload_part, number, buf)
+            self._pool.submit(self._upload_part, number, buf, len(buf) if accounted is None else accounted)
         except RuntimeError:  # the pool was shut down by a concurrent abort()
             self._slots.release()
             raise StorageError(f"the upload of {self.where} was aborted", key=self.where) from None
@@ -359,7 +424,7 @@ class MultipartUpload:
             raise storage_error(err, action="start uploading", bucket=self.bucket, key=self.s3_key) from None
         self._upload_id = resp["UploadId"]
 
-    def _upload_part(self, number: int, buf: bytearray) -> None:
+    def _upload_part(self, number: int, buf: bytearray, accounted: int) -> None:
         try:
             crc = crc32(buf) if self.checksum else 0
             args: dict[str, Any] = {}
@@ -389,7 +454,7 @@ class MultipartUpload:
                     self._error = _PartError(number, err)
             self._cancel.set()  # stop the other parts' retries: the upload is lost anyway
         finally:
-            self._give_buffer(buf)
+            self.buffers.give(buf, accounted)
             self._slots.release()
 
     # -- committing -------------------------------------------------------------------
@@ -430,8 +495,9 @@ class MultipartUpload:
     def _complete(self) -> UploadInfo:
         last = self._detach_buffer()
         if last is not None and self._fill:
+            accounted = len(last)
             del last[self._fill :]
-            self._submit(last)
+            self._submit(last, accounted)
         assert self._pool is not None
         self._pool.shutdown(wait=True)
         if self._error is not None:
