@@ -7,7 +7,13 @@ used, so memory stays at (concurrency + 1) x part size. Part buffers are recycle
 their pages are faulted in only once.
 
 Integrity: every part carries x-amz-checksum-crc32, which S3 verifies (BadDigest -> the part
-is retried). At completion S3 derives the object checksum from the part checksums: by
+is retried). A server that does not echo the part's CRC-32 (s3rver; older S3-compatible
+servers) has its answer checked another way: the part's ETag, the MD5 of what it stored,
+must be the MD5 of what was sent (computed only then), else the part is re-sent; where the
+ETag is not an MD5 either (SSE-KMS), the part is re-sent with Content-MD5 for the server to
+check. No part is ever accepted on the server's word alone.
+
+At completion S3 derives the object checksum from the part checksums: by
 default COMPOSITE (CRC-32 of the concatenated part CRCs, "xxxx-N"), optionally FULL_OBJECT
 (the CRC of the whole stream, which we also send so S3 checks it). moto 5.2.5 verifies
 neither the part header (it stores what the client claims) nor Content-MD5, but at
@@ -19,7 +25,9 @@ have supported longest, and moto completes it in half the time (no server-side
 concatenation and second CRC pass). Either way the CRC of the whole stream is derived from
 the part CRCs (no second pass) and reported in UploadInfo.crc32. Objects smaller than a
 part go through one PutObject with Content-MD5 as well, and the returned ETag (the MD5 of
-what was stored, for non-KMS objects) is checked too.
+what was stored, for non-KMS objects) is checked too. After completion the HEAD must show
+that the object under the key is this upload's (same ETag, or a multipart ETag / CRC-32 the
+parts give); otherwise the commit fails: it never passes with a warning.
 
 Nothing is visible under the key before commit. Any failure after the retry budget, an
 explicit abort() or an exception inside `with` aborts the multipart upload.
@@ -173,6 +181,7 @@ class _Part:
     size: int
     crc: int
     etag: str
+    md5: bytes | None = None  # when the part was verified by its MD5 (no CRC-32 confirmation)
 
 
 class MultipartUpload:
@@ -346,6 +355,13 @@ class MultipartUpload:
         action = "upload"
         if isinstance(err, _PartError):
             action, err = f"upload part {err.number} of", err.err
+        if isinstance(err, _Damaged):
+            raise IntegrityError(
+                f"{self.where}: {err}, on each of {self.retry.max_attempts} attempts",
+                key=self.where,
+                hint="the data is being damaged between this host and the S3 server (check NICs, proxies, "
+                "the storage service); nothing was stored under the key; rerun",
+            ) from None
         raise storage_error(
             err, action=action, bucket=self.bucket, key=self.s3_key, attempts=self.retry.max_attempts
         ) from None
@@ -431,6 +447,8 @@ class MultipartUpload:
             if self.checksum:
                 args.update(ChecksumAlgorithm="CRC32", ChecksumCRC32=crc32_to_b64(crc))
 
+            md5: list[bytes] = []  # computed only for servers that do not confirm the CRC-32
+
             def attempt() -> Any:
                 resp = self.client.upload_part(
                     Bucket=self.bucket,
@@ -441,13 +459,28 @@ class MultipartUpload:
                     **args,
                 )
                 echoed = resp.get("ChecksumCRC32")
-                if self.checksum and echoed and crc32_from_b64(echoed) != crc:
-                    raise Retryable(f"S3 computed a different CRC-32 for part {number}")
-                return resp
+                if self.checksum and echoed:
+                    if crc32_from_b64(echoed) != crc:
+                        raise _Damaged(f"the server computed a different CRC-32 for part {number}")
+                    return resp
+                # No CRC-32 confirmation (s3rver, older servers): the part's ETag, the MD5 of what
+                # the server stored, must be the MD5 of what was sent.
+                if not md5:
+                    md5.append(hashlib.md5(buf, usedforsecurity=False).digest())
+                etag = str(resp.get("ETag", "")).strip('"')
+                if _etag_is_md5(resp, etag):
+                    if etag != md5[0].hex():
+                        raise _Damaged(f"the server stored part {number} with MD5 {etag}, {md5[0].hex()} was sent")
+                    return resp
+                if "ContentMD5" in args:
+                    return resp  # the server checked Content-MD5 (S3 answers BadDigest otherwise)
+                # An ETag that is not an MD5 (SSE-KMS, SSE-C): send again, with Content-MD5 to check.
+                args["ContentMD5"] = base64.b64encode(md5[0]).decode("ascii")
+                raise Retryable(f"the server confirmed neither CRC-32 nor MD5 of part {number}; re-sending it")
 
             resp = self.retry.call(attempt, what=f"upload part {number} of {self.where}", cancel=self._cancel)
             with self._lock:
-                self._parts[number] = _Part(number, len(buf), crc, resp["ETag"])
+                self._parts[number] = _Part(number, len(buf), crc, resp["ETag"], md5[0] if md5 else None)
         except BaseException as err:
             with self._lock:
                 if self._error is None and not self._cancel.is_set():
@@ -543,7 +576,7 @@ class MultipartUpload:
             resp = {"ETag": ""}
         self._upload_id = None  # completed: nothing left to abort
         etag = str(resp.get("ETag", ""))
-        self._verify_completed(etag, self._expected_checksum(parts, total_crc), len(parts))
+        self._verify_completed(etag, self._expected_checksum(parts, total_crc), parts)
         return UploadInfo(self.key, self._size, datetime.now(UTC), etag=etag, crc32=total_crc, parts=len(parts))
 
     def _expected_checksum(self, parts: list[_Part], total_crc: int) -> str | None:
@@ -555,7 +588,7 @@ class MultipartUpload:
         composite = crc32(b"".join(p.crc.to_bytes(4, "big") for p in parts))
         return f"{crc32_to_b64(composite)}-{len(parts)}"
 
-    def _verify_completed(self, etag: str, expected: str | None, nparts: int) -> None:
+    def _verify_completed(self, etag: str, expected: str | None, parts: list[_Part]) -> None:
         """HEAD the new object: its size, and the checksum the server computed from what it got."""
         try:
             head = self.retry.call(
@@ -568,23 +601,43 @@ class MultipartUpload:
             ) from None
         head_etag = str(head.get("ETag", "")).strip('"')
         etag = etag.strip('"')
-        if etag and head_etag and head_etag != etag:
-            log.warning("%s was replaced by another writer right after this upload completed", self.where)
-            return
-        if not etag and not head_etag.endswith(f"-{nparts}"):
+        problems = []
+        if int(head.get("ContentLength", -1)) != self._size:
+            problems.append(f"S3 holds {head.get('ContentLength')} bytes, {self._size} were sent")
+        # Is the object under the key this upload's? Evidence, strongest first: the multipart ETag
+        # the part MD5s give (where parts were checked by MD5), the CRC-32 the server computed.
+        ours: bool | None = None
+        md5s = [p.md5 for p in parts]
+        # (S3's multipart ETag is MD5(part MD5s)-N; s3rver's, with no "-N", is the whole object's MD5.)
+        multipart_etag = head_etag.count("-") == 1 and _etag_is_md5({}, head_etag.split("-")[0])
+        if md5s and all(m is not None for m in md5s) and multipart_etag:
+            want = hashlib.md5(b"".join(m for m in md5s if m), usedforsecurity=False).hexdigest()
+            ours = head_etag.split("-")[0] == want
+            if not ours:
+                problems.append(f"its ETag is {head_etag}, the parts sent give {want}-{len(parts)}")
+        stored = str(head.get("ChecksumCRC32") or "")
+        stored_type = head.get("ChecksumType") or self.checksum_type
+        if expected and stored and stored_type == self.checksum_type:
+            # Compare the CRC itself: servers differ in whether they append the "-N" part count.
+            crc_ok = stored.split("-")[0] == expected.split("-")[0]
+            ours = crc_ok if ours is None else ours and crc_ok
+            if not crc_ok:
+                problems.append(f"S3 computed CRC-32 {stored} from what it received, the parts sent give {expected}")
+        if etag and head_etag and head_etag != etag and not ours:
+            # Never "warn and pass": nothing says the bytes under the key are the ones sent.
+            raise IntegrityError(
+                f"{self.where} is not what this upload completed: S3 answered the completion with ETag "
+                f"{etag}, but the object now has ETag {head_etag}",
+                key=self.where,
+                hint="another writer replaced the object right after this upload, or the server did not keep "
+                "what it confirmed; make sure one writer owns each key and rerun",
+            )
+        if not etag and ours is not True and not head_etag.endswith(f"-{len(parts)}"):
             raise StorageError(
                 f"the upload of {self.where} vanished during completion",
                 key=self.where,
                 hint="rerun the upload",
             )
-        problems = []
-        if int(head.get("ContentLength", -1)) != self._size:
-            problems.append(f"S3 holds {head.get('ContentLength')} bytes, {self._size} were sent")
-        stored = str(head.get("ChecksumCRC32") or "")
-        stored_type = head.get("ChecksumType") or self.checksum_type
-        # Compare the CRC itself: servers differ in whether they append the "-N" part count.
-        if expected and stored and stored_type == self.checksum_type and stored.split("-")[0] != expected.split("-")[0]:
-            problems.append(f"S3 computed CRC-32 {stored} from what it received, the parts sent give {expected}")
         if problems:
             self._delete_quietly()
             raise IntegrityError(
@@ -602,6 +655,10 @@ class MultipartUpload:
             )
         except Exception as err:
             log.error("could not delete the damaged object %s: %s", self.where, err)
+
+
+class _Damaged(Retryable):
+    """The server reports a checksum of what it got that is not the checksum of what was sent."""
 
 
 class _PartError(Exception):
