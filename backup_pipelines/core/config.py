@@ -272,6 +272,9 @@ class Config(_Model):
     orchestration: Orchestration = Orchestration()
     work_dir: Path = Path("/var/tmp/backup-pipelines")
     orphan_grace_hours: Annotated[float, Field(ge=0)] = 6.0
+    # A running backup or restore renews its repository lease every lease_seconds / 4; a dead run's
+    # lease lapses after lease_seconds, and only then may cleanup remove what it left.
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 120.0
 
     @field_validator("hosts")
     @classmethod

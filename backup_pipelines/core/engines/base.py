@@ -151,7 +151,11 @@ class PhysicalEngine(ABC):
 
     @abstractmethod
     def prepare_commands(self, base_dir: Path, incremental_dirs: list[Path]) -> list[list[str]]:
-        """The whole prepare sequence: base, then each incremental in order."""
+        """The whole prepare sequence: base, then each incremental in order.
+
+        Step i reads link i of the chain (0 the base) and steps past the last link read the
+        whole chain: restore awaits exactly those extractions before running a step.
+        """
 
     def copy_back_command(self, prepared_dir: Path, datadir: Path, scratch_dir: Path) -> list[str]:
         """Move a prepared backup into an empty `datadir`."""
