@@ -83,7 +83,9 @@ def _config(args: argparse.Namespace) -> Config:
 
     cfg = load_config(args.config)
     if getattr(args, "repository", None):  # e.g. an offsite copy restored after the primary was lost
-        cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={"url": args.repository})})
+        from .core.config import override_repository_url
+
+        cfg = override_repository_url(cfg, args.repository)
     return cfg
 
 
@@ -554,7 +556,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM (a worker deadline, systemd, Dagster) unwinds like Ctrl-C: tools are killed, temp files go."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     producer = None
     if "--" in argv and "stream" in argv[: argv.index("--")]:
@@ -576,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("backup-pipelines: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("backup-pipelines: terminated (SIGTERM); running tools were stopped", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 141
     except Exception as err:

@@ -15,6 +15,7 @@ removed by `cleanup_orphans` once older than the grace period and no live lease 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .codec import Codec
+from .config import HOST_NAME
 from .crypto import SCHEME, Keyring, decrypt_bytes, encrypt_bytes, peek_key_id
-from .errors import ChainError, IntegrityError, NotFoundError, StorageError, WrongKeyError
+from .errors import ChainError, ConfigError, IntegrityError, NotFoundError, StorageError, WrongKeyError
 from .leases import DEFAULT_TTL, Lease, is_live
 from .repository import Repository
 
@@ -116,11 +118,42 @@ def new_backup_id(kind: Kind, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{kind}"
 
 
+TIME_HELP = "an ISO 8601 time such as 2026-11-20T04:00:00Z or 2026-11-20 04:00+01:00 (no zone means UTC)"
+BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+
+
 def _parse_ts(value: str | datetime) -> datetime:
     dt = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.astimezone(UTC)
+
+
+def parse_point_in_time(value: str | datetime, what: str = "--at") -> datetime:
+    """An operator's point in time, in UTC; a ConfigError naming the input when it is not one."""
+    try:
+        return _parse_ts(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r} is not a time", hint=f"give {TIME_HELP}") from None
+
+
+def check_host_name(host: str) -> str:
+    if not HOST_NAME.match(host):
+        raise ConfigError(
+            f"host name {host!r} is not valid: it must match {HOST_NAME.pattern}",
+            hint="pass a host name as listed under hosts: in the config",
+        )
+    return host
+
+
+def check_backup_id(backup_id: str) -> str:
+    if not BACKUP_ID.match(backup_id):
+        raise ConfigError(
+            f"backup id {backup_id!r} is not valid: ids look like 20261120T040000123Z-full",
+            backup_id=backup_id,
+            hint="copy the id from `backup-pipelines list --host HOST`",
+        )
+    return backup_id
 
 
 class Catalog:
@@ -134,10 +167,10 @@ class Catalog:
     # -- keys -------------------------------------------------------------------------
     @staticmethod
     def host_prefix(host: str) -> str:
-        return f"hosts/{host}/"
+        return f"hosts/{check_host_name(host)}/"
 
     def backup_prefix(self, host: str, backup_id: str) -> str:
-        return f"{self.host_prefix(host)}backups/{backup_id}/"
+        return f"{self.host_prefix(host)}backups/{check_backup_id(backup_id)}/"
 
     def manifest_key(self, host: str, backup_id: str) -> str:
         return self.backup_prefix(host, backup_id) + MANIFEST
@@ -275,7 +308,7 @@ class Catalog:
             return m
         backups = self.list_backups(host, kinds=kinds)
         if at is not None:
-            when = _parse_ts(at)
+            when = parse_point_in_time(at)
             backups = [m for m in backups if m.finished_at <= when]
             if not backups:
                 raise NotFoundError(

@@ -310,6 +310,16 @@ class Config(_Model):
             ) from None
 
 
+def override_repository_url(cfg: Config, url: str) -> Config:
+    """The config with another repository URL (`--repository`), validated like the file's."""
+    try:
+        repo = RepositoryConfig.model_validate({**cfg.repository.model_dump(), "url": url})
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--repository {url!r}: {msg}", hint="e.g. --repository file:///restored/copy") from None
+    return cfg.model_copy(update={"repository": repo})
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
