@@ -90,6 +90,7 @@ def run_physical_backup(
                 backup_id=backup_id,
                 stderr_marker=SUCCESS_MARKER,
                 progress=progress,
+                throttle=hcfg.throttle,
             )
             try:
                 checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())

@@ -133,6 +133,7 @@ def run_dump(
                         stdout_marker=marker,
                         progress=tick,
                         cwd=cwd,
+                        throttle=hcfg.throttle,
                     )
                     done.append(s)
                     names.append(name)
