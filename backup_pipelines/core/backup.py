@@ -94,6 +94,7 @@ def run_physical_backup(
                 stderr_marker=SUCCESS_MARKER,
                 progress=progress,
                 size_hint=catalog.size_hints(host, kind).get("data"),
+                throttle=hcfg.throttle,
             )
             try:
                 checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())

@@ -138,6 +138,7 @@ def run_dump(
                         progress=tick,
                         cwd=cwd,
                         size_hint=hints.get(name),
+                        throttle=hcfg.throttle,
                     )
                     done.append(s)
                     names.append(name)

@@ -142,9 +142,15 @@ class PhysicalEngine(ABC):
         ]
         if self.host.parallel > 1:
             cmd.append(f"--parallel={self.host.parallel}")
+        cmd += self.throttle_args()
         if incremental_lsn is not None:
             cmd.append(f"--incremental-lsn={incremental_lsn}")
         return cmd + list(self.host.extra_backup_args)
+
+    def throttle_args(self) -> list[str]:
+        """The engine's own read throttle (all three tools spell it --throttle=IOPS)."""
+        iops = self.host.throttle.engine_iops
+        return [f"--throttle={iops}"] if iops is not None else []
 
     def extract_command(self, target_dir: Path) -> list[str]:
         return [self.stream_binary, "-x", "-C", str(target_dir)]
