@@ -73,3 +73,58 @@ def test_push_and_restore_to_the_second(source, make_config, repo_key, tmp_path)
     out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--at", iso(t3 + 3600))
     assert out.returncode == 3, out.stderr
     assert "latest restorable time" in out.stderr and not target.exists()
+
+
+def test_purged_binlog_is_a_gap_on_s3(source, make_config, s3_server, s3_bucket, tmp_path):
+    """Purged before archived: push archives the rest and exits 4; a restore into the gap is refused; a
+    newer full backup restores again, temporary tables spanning binlog files survive the replay, and
+    `--gtid` stops on a transaction."""
+    grant_archiver(source)
+    cfg = make_config(f"s3://{s3_bucket}/repo", s3_endpoint=s3_server.endpoint_url)
+    config = tmp_path / "config.yaml"
+    session = Session.open(cfg)
+    with SteadyWriter(source) as w:
+        run_physical_backup(session, "db1", "full")
+        assert cli(config, "binlog", "push", "--host", "db1").returncode == 0
+        t_gap, _ = w.quiet_point()
+        source.sql("FLUSH BINARY LOGS")
+        w.quiet_point()
+        source.sql("FLUSH BINARY LOGS")
+        w.pause()
+        files = [r[0] for r in source.sql("SHOW BINARY LOGS")]
+        source.sql(f"PURGE BINARY LOGS TO '{files[-1]}'")
+        w.resume()
+        w.quiet_point()
+        out = cli(config, "binlog", "push", "--host", "db1")
+        assert out.returncode == 4, out.stderr
+        assert files[0] in out.stderr and files[1] in out.stderr and "missing" in out.stderr, out.stderr
+
+        target = tmp_path / "restores" / "gap"
+        target.mkdir(parents=True)
+        out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--at", iso(t_gap + 2))
+        assert out.returncode == 4 and "latest restorable time" in out.stderr, out.stderr
+        assert list(target.iterdir()) == []
+
+        run_physical_backup(session, "db1", "full")  # continuity starts again here
+        with source.server.connect("pitr") as conn, conn.cursor() as cur:
+            cur.execute("CREATE TABLE IF NOT EXISTS kept (id INT PRIMARY KEY)")
+            cur.execute("SET SESSION binlog_format = 'STATEMENT'")
+            cur.execute("CREATE TEMPORARY TABLE scratch (id INT PRIMARY KEY)")
+            cur.execute("INSERT INTO scratch SELECT seq FROM seq_1_to_25")
+            cur.execute("FLUSH BINARY LOGS")
+            cur.execute("INSERT INTO kept SELECT id FROM scratch")
+        t_ok, fp_ok = w.quiet_point()
+        w.pause()
+        gtid = source.sql("SELECT @@gtid_binlog_pos")[0][0]
+        fp_gtid = source.fingerprint()
+        w.resume()
+        w.quiet_point()
+    out = cli(config, "binlog", "push", "--host", "db1", "--json")
+    assert out.returncode == 4  # the old backup's gap is still retained
+    restore_and_compare(config, tmp_path, "after-gap", iso(t_ok), fp_ok)
+
+    target = tmp_path / "restores" / "gtid"
+    out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--gtid", gtid, "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["binlog"]["last_gtid"] == gtid
+    assert fingerprint_datadir(target, tmp_path / "restores" / "gtid.run") == fp_gtid

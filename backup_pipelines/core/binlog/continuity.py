@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ..catalog import BackupManifest
-from .index import FileInstance, file_number
+from .index import FileInstance, file_number, order_key
 
 
 @dataclass
@@ -95,6 +95,14 @@ def walk(instances: list[FileInstance], backup: BackupManifest) -> Walk:
             )
             return w
         if not cur.closed:
+            later = [i for i in instances if order_key(i) > order_key(cur)]
+            if later:  # the server moved on to newer files: the rest of this one was never archived
+                w.gap = (
+                    f"binlog {cur.file} is archived only up to byte {end} and the rest was purged before it "
+                    f"was archived: transactions after GTID {w.last_gtid or '?'} ({iso(w.latest)}) are missing; "
+                    f"the archive resumes at {later[0].file}" + _resume(later[0]) + _missing(cur, later[0])
+                )
+                return w
             w.latest = max(w.latest or 0, cur.covers_until)
             return w
         want, nxt = _next(instances, cur)
@@ -102,16 +110,7 @@ def walk(instances: list[FileInstance], backup: BackupManifest) -> Walk:
             later = [i for i in instances if i.created >= cur.created and file_number(i.file) > file_number(cur.file)]
             after = ""
             if later:
-                first = next((s for s in later[0].covered() if s.first_gtid), None)
-                stem, _, num = cur.file.rpartition(".")
-                missing = [
-                    f"{stem}.{n:0{len(num)}d}" for n in range(file_number(cur.file) + 1, file_number(later[0].file))
-                ]
-                after = (
-                    f"; the archive resumes at {later[0].file}"
-                    + (f" (GTID {first.first_gtid} at {iso(first.first_time)})" if first else "")
-                    + (f"; missing files: {', '.join(missing)}" if missing else "")
-                )
+                after = f"; the archive resumes at {later[0].file}" + _resume(later[0]) + _missing(cur, later[0])
                 w.gap = (
                     f"binlog {want} was purged before it was archived: transactions after GTID "
                     f"{w.last_gtid or '?'} ({iso(w.latest)}) are missing{after}"
@@ -122,3 +121,14 @@ def walk(instances: list[FileInstance], backup: BackupManifest) -> Walk:
                 return w
             return w
         cur, pos = nxt, 4
+
+
+def _resume(inst: FileInstance) -> str:
+    first = next((s for s in inst.covered() if s.first_gtid), None)
+    return f" (GTID {first.first_gtid} committed {iso(first.first_time)})" if first else ""
+
+
+def _missing(cur: FileInstance, resume: FileInstance) -> str:
+    stem, _, num = cur.file.rpartition(".")
+    names = [f"{stem}.{n:0{len(num)}d}" for n in range(file_number(cur.file) + 1, file_number(resume.file))]
+    return f"; missing files: {', '.join(names)}" if names else ""

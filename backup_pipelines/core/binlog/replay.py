@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -230,7 +231,14 @@ def restore_point(
 
 
 def _replay(host: str, plan: Plan, datadir: Path, work: Path, files: list[Path], start: int, stop: int) -> None:
-    run_dir = work / "run"
+    run_dir = Path(tempfile.mkdtemp(prefix="bp-replay-"))  # short: a socket path must stay under 108 bytes
+    try:
+        _replay_in(host, plan, datadir, run_dir, files, start, stop)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _replay_in(host: str, plan: Plan, datadir: Path, run_dir: Path, files: list[Path], start: int, stop: int) -> None:
     srv = MariaDBServer(
         datadir, run_dir, skip_grant_tables=True, extra_args=["--gtid-strict-mode=1", "--skip-slave-start"]
     )
