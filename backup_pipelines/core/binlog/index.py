@@ -4,6 +4,7 @@ Layout under the repository root, beside the backups:
 
     hosts/<host>/binlogs/<instance>/<start>-<end>.binlog[.zst][.enc]   the bytes [start, end)
     hosts/<host>/binlogs/<instance>/<start>-<end>.json                 its record: the commit point
+    hosts/<host>/binlogs/heartbeat-<server_id>.hb                      the archiver's latest "covered until"
 
 `<instance>` is `<server_id>-<created>-<file>`: the server that wrote the file, the time the
 file was opened and its name, so a switchover or a `RESET MASTER` that repeats a name never
@@ -20,13 +21,14 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ..catalog import Catalog
 from ..codec import CallableSink, Codec, Digest, Stage, decode_stages, encode_chain
 from ..crypto import Keyring
-from ..errors import IntegrityError, StorageError
+from ..errors import IntegrityError, NotFoundError, StorageError
 from .events import FileIdentity, transactions
 
 _NUM = re.compile(r"\.(\d+)$")
@@ -82,6 +84,7 @@ class FileInstance:
     created: int
     file: str
     segments: list[SegmentRecord] = field(default_factory=list)
+    vouched: int = 0  # the archiver's heartbeat: everything committed before this second is archived
 
     @property
     def name(self) -> str:
@@ -130,7 +133,7 @@ class FileInstance:
 
     @property
     def covers_until(self) -> int:
-        return max((s.covers_until for s in self.covered()), default=self.created)
+        return max([s.covers_until for s in self.covered()] + [self.vouched, self.created])
 
 
 def order_key(inst: FileInstance) -> tuple[int, int, str]:
@@ -161,7 +164,37 @@ class BinlogIndex:
             inst.segments.append(r)
         for inst in by.values():
             inst.segments.sort(key=lambda s: (s.start, s.end))
+        for hb in self.heartbeats(host):
+            inst = by.get(instance_name(hb["server_id"], hb["created"], hb["file"]))
+            if inst is not None and hb["end"] <= inst.contiguous_end:
+                inst.vouched = max(inst.vouched, int(hb["covers_until"]))
         return sorted(by.values(), key=order_key)
+
+    # -- the archiver's heartbeat: a quiet server stays restorable up to "now" ------------
+    def heartbeat_key(self, host: str, server_id: int) -> str:
+        return f"{self.prefix(host)}heartbeat-{server_id}.hb"
+
+    def write_heartbeat(self, host: str, ident: FileIdentity, file: str, end: int, covers_until: int) -> None:
+        """Everything committed before `covers_until` is in bytes < `end` of this file (overwritten each time)."""
+        doc = {
+            "server_id": ident.server_id,
+            "created": ident.created,
+            "file": file,
+            "end": end,
+            "covers_until": covers_until,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        self.repo.put_bytes(self.heartbeat_key(host, ident.server_id), self.catalog.seal_json(doc))
+
+    def heartbeats(self, host: str) -> list[dict[str, Any]]:
+        out = []
+        for info in self.repo.list(self.prefix(host)):
+            if info.key.endswith(".hb"):
+                try:
+                    out.append(self.catalog.open_json(self.repo.get_bytes(info.key), f"heartbeat {info.key}"))
+                except (NotFoundError, IntegrityError):
+                    continue
+        return out
 
     def write_segment(
         self,
@@ -181,7 +214,7 @@ class BinlogIndex:
         base = f"{self.prefix(host)}{instance_name(ident.server_id, ident.created, file)}/{start:012d}-{end:012d}"
         key = base + ".binlog" + codec.suffix
         record_key = base + ".json"
-        if self.repo.exists(record_key) or self.repo.exists(key):
+        if self.repo.exists(record_key):  # a data object without its record is a crashed run's: rewritten
             raise StorageError(
                 f"binlog segment {file} [{start}, {end}) of host {host} is already archived; refusing to overwrite it",
                 host=host,

@@ -104,6 +104,8 @@ def push(session: Session, host: str) -> PushResult:
             if rec is not None:
                 res.archived.append({"file": file, "start": rec.start, "end": rec.end, "key": rec.key})
                 log.info("archived %s [%d, %d) of %s", file, rec.start, rec.end, host)
+            if file == files[-1][0]:  # the active file: vouch for the quiet time since its last transaction
+                index.write_heartbeat(host, identity(data), file, complete_end(data), covers_until)
         res.gaps, latest = continuity_gaps(session, index, host)
         res.latest_restorable = iso(latest) if latest is not None else None
     res.seconds = round(time.monotonic() - t0, 3)
