@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetCheckEvaluation,
     AssetKey,
     AssetRecordsFilter,
@@ -15,6 +16,7 @@ from dagster import (
     DagsterEventType,
     DagsterInstance,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     EventLogRecord,
     RunFailureSensorContext,
     RunRequest,
@@ -38,10 +40,11 @@ from ..core.config import Config, read_secret_file
 from .assets.backups import BASE_FAIL_WINDOW
 from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, latest_materialization, rpo_limit
 from .keys import BASE, HOST_TAG, INCREMENTAL, VERIFICATION
-from .partitions import fleet_timezone, restore_point_key
+from .partitions import RESTORE_DAYS, fleet_timezone, fleet_today, restore_point_key, window_changes
 from .resources import BackupFleet
 
 log = logging.getLogger(__name__)
+PARTITION_TAG = "dagster/partition"
 RESTATE_SECONDS = 3600  # re-emit an unchanged freshness result hourly, so the UI shows it is current
 
 
@@ -51,6 +54,30 @@ def _new_materializations(context: SensorEvaluationContext, key: AssetKey) -> li
     return context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=200, ascending=True
     ).records
+
+
+def build_restore_window(cfg: Config) -> SensorDefinition:
+    @sensor(
+        name="restore_window",
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Keeps the restore points' day partitions (restore_days) to the last "
+        "orchestration.restore_window_days days of the fleet's time zone: adds today, drops what "
+        "retention no longer keeps. Every process reads the same set from the instance.",
+    )
+    def restore_window(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        existing = context.instance.get_dynamic_partitions(RESTORE_DAYS)
+        add, delete = window_changes(cfg, existing, fleet_today(cfg))
+        if not add and not delete:
+            return SkipReason("restore window is current")
+        requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+        if add:
+            requests.append(AddDynamicPartitionsRequest(RESTORE_DAYS, add))
+        if delete:
+            requests.append(DeleteDynamicPartitionsRequest(RESTORE_DAYS, delete))
+        return SensorResult(dynamic_partitions_requests=requests)
+
+    return restore_window
 
 
 def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefinition") -> SensorDefinition:
@@ -68,19 +95,27 @@ def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefiniti
         if not records:
             return SkipReason("no new base backups")
         requests = []
+        days: set[str] = set()
         for r in records:
             host = r.partition_key
             if host not in cfg.hosts:
                 continue
-            day = datetime.fromtimestamp(r.timestamp, tz).date()
+            day = datetime.fromtimestamp(r.timestamp, tz).date().isoformat()
+            days.add(day)
+            # The plain partition tag, not partition_key=MultiPartitionKey: Dagster would add its
+            # deprecated per-dimension tags (dagster/partition/<dim>); the assets parse either form.
             requests.append(
                 RunRequest(
                     run_key=f"verify|{host}|{r.storage_id}",
-                    partition_key=restore_point_key(host, day),
-                    tags={HOST_TAG: host},
+                    tags={PARTITION_TAG: str(restore_point_key(host, day)), HOST_TAG: host},
                 )
             )
-        return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
+        missing = sorted(days - set(context.instance.get_dynamic_partitions(RESTORE_DAYS)))
+        return SensorResult(
+            run_requests=requests,
+            cursor=str(records[-1].storage_id),
+            dynamic_partitions_requests=[AddDynamicPartitionsRequest(RESTORE_DAYS, missing)] if missing else None,
+        )
 
     return verify_after_base
 

@@ -13,7 +13,6 @@ import yaml
 from dagster import (
     AssetCheckKey,
     AssetMaterialization,
-    MultiPartitionKey,
     asset,
     build_run_status_sensor_context,
     build_schedule_context,
@@ -113,10 +112,13 @@ def test_verification_follows_each_new_base(fleet_config, dagster_instance):
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db3"))
     result = sensor.evaluate_tick(ctx)
     (req,) = result.run_requests
-    assert isinstance(req.partition_key, str)
-    key = MultiPartitionKey.from_str(req.partition_key) if hasattr(MultiPartitionKey, "from_str") else None
-    assert "db3" in req.partition_key and datetime.now(UTC).date().isoformat()[:7] in req.partition_key
-    assert key is None or key.keys_by_dimension["host"] == "db3"
+    # The fleet spans two zones, so its days are UTC days; the plain partition tag names the point.
+    today = datetime.now(UTC).date().isoformat()
+    assert req.tags["dagster/partition"] == f"{today}|db3" and req.tags[HOST_TAG] == "db3"
+    assert not any(k.startswith("dagster/partition/") for k in req.tags)
+    # The day is added to restore_days if the restore_window sensor has not done so yet.
+    (add,) = result.dynamic_partitions_requests
+    assert add.partitions_def_name == "restore_days" and add.partition_keys == [today]
     again = sensor.evaluate_tick(
         build_sensor_context(instance=dagster_instance, definitions=defs, cursor=result.cursor)
     )
