@@ -187,10 +187,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from .binlog_cli import restore_point
     from .core.restore import restore_chain
 
     with _session(args) as s, _progress(not args.json, f"restore of {args.host}") as bar:
-        res = restore_chain(s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar)
+        res = restore_point(args, s, bar) or restore_chain(
+            s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar
+        )
     if args.json:
         _print_json(res.__dict__)
     else:
@@ -200,6 +203,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"move {res.copy_back_seconds:.1f}s). Start it with: mariadbd --datadir={res.target}"
             + (" (chown -R mysql:mysql it first)" if os.geteuid() == 0 else "")
         )
+        if res.binlog and "transactions" in res.binlog:
+            b = res.binlog
+            print(
+                f"replayed {b['transactions']} transaction(s) of archived binlog up to {b['point'] or b['last_gtid']} "
+                f"(last GTID {b['last_gtid'] or '-'}); latest restorable time {b['latest_restorable']}"
+            )
     return 0
 
 
@@ -527,7 +536,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-datadir", required=True, help="an absent or empty directory to restore into")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
-    g.add_argument("--at", help=_AT_HELP)
+    g.add_argument(
+        "--at",
+        help="an ISO 8601 time, e.g. 2026-11-20T04:00:00Z; a time without a zone is UTC: exactly that second by "
+        "binlog replay where binlogs are archived, else the newest backup finished at or before it "
+        "(default: the newest backup)",
+    )
+    g.add_argument("--gtid", help="replay the archived binlogs up to and including this GTID (domain-server-seq)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_restore)
 
@@ -612,6 +627,10 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--time", help="restore: the copy as of this time (duplicity syntax: 2026-11-20T04:00:00, 3D)")
     off.add_argument("--json", action="store_true")
     off.set_defaults(func=cmd_offsite)
+
+    from .binlog_cli import add_parsers as add_binlog_parsers
+
+    add_binlog_parsers(sub)
 
     kg = sub.add_parser("keygen", help="print a new repository encryption key")
     kg.set_defaults(func=cmd_keygen)

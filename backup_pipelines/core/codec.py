@@ -18,8 +18,10 @@ import zstandard
 
 from .crypto import SCHEME, Decryptor, Encryptor, Keyring
 from .errors import IntegrityError
+from .zstd_frames import FrameWalker
 
 Buffer = bytes | bytearray | memoryview
+OUT_CHUNK = 1 << 20  # the largest piece a decompressing stage writes downstream
 
 
 class Stage(Protocol):
@@ -125,39 +127,44 @@ class _CompressStage:
         self._down.finish()
 
 
+class _ChunkForward:
+    """The decompressor's output target: fixed-size chunks, handed straight downstream."""
+
+    def __init__(self, downstream: Stage) -> None:
+        self._down = downstream
+
+    def write(self, data: Buffer) -> int:
+        self._down.write(data)
+        return len(data)
+
+
 class _DecompressStage:
-    """Decompresses and insists the compressed stream ended on a complete frame."""
+    """Decompresses in bounded output chunks and insists the stream ended on a complete frame.
+
+    A stream writer emits at most OUT_CHUNK bytes per downstream write whatever the ratio:
+    `decompressobj().decompress()` returns a call's whole expansion as one object, and a
+    zero-filled tablespace compresses ~30,000:1 (32 KB became one 1 GiB bytes object).
+    Frame ends come from `zstd_frames.FrameWalker`, as the stream writer does not report them.
+    """
 
     def __init__(self, downstream: Stage, what: str) -> None:
         self._down = downstream
         self._what = what
-        self._dobj = zstandard.ZstdDecompressor().decompressobj(write_size=1 << 20)
-        self._frames_done = 0
-        self._in_frame = False
+        self._frames = FrameWalker()
+        self._w = zstandard.ZstdDecompressor().stream_writer(
+            _ChunkForward(downstream), write_size=OUT_CHUNK, write_return_read=True, closefd=False
+        )
 
     def write(self, data: Buffer) -> int:
-        n = len(data)
-        view = memoryview(data)
-        while len(view):
-            self._in_frame = True
-            try:
-                out = self._dobj.decompress(view)
-            except zstandard.ZstdError as err:
-                raise IntegrityError(f"{self._what} is not a valid zstd stream: {err}") from None
-            if out:
-                self._down.write(out)
-            if not self._dobj.eof:
-                break
-            # A frame ended; anything left over starts the next frame.
-            rest = self._dobj.unused_data
-            self._frames_done += 1
-            self._in_frame = False
-            self._dobj = zstandard.ZstdDecompressor().decompressobj(write_size=1 << 20)
-            view = memoryview(rest)
-        return n
+        try:
+            self._w.write(data)
+        except zstandard.ZstdError as err:
+            raise IntegrityError(f"{self._what} is not a valid zstd stream: {err}") from None
+        self._frames.feed(data)
+        return len(data)
 
     def finish(self) -> None:
-        if self._in_frame or self._frames_done == 0:
+        if not self._frames.at_boundary or self._frames.frames == 0:
             raise IntegrityError(f"{self._what} ends inside a zstd frame: it is truncated")
         self._down.finish()
 

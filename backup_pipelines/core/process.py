@@ -283,47 +283,70 @@ class PipeFeeder:
     """Writes to a child's stdin from a thread, so producing the bytes overlaps the child consuming them.
 
     `write` hands over a chunk the caller will not touch again (decompressor output is a fresh
-    object each time) and returns at once while fewer than `depth` chunks wait; `finish` drains,
-    closes the pipe and re-raises what the writer thread hit (a BrokenPipeError when the child died).
+    object each time) and returns at once while fewer than `max_bytes` wait: the bound is on
+    bytes, not chunks, so memory stays put whatever size the producer's chunks are. `finish`
+    drains, closes the pipe and re-raises what the writer thread hit (a BrokenPipeError when
+    the child died).
     """
 
-    def __init__(self, pipe: IO[bytes], depth: int = 16) -> None:
-        import queue
+    def __init__(self, pipe: IO[bytes], max_bytes: int = 16 * 1024 * 1024) -> None:
+        import collections
         import threading
 
         enlarge_pipe(pipe)
         self._pipe = pipe
         self._raw = getattr(pipe, "raw", pipe)
-        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=depth)
+        self.max_bytes = max(1, int(max_bytes))
+        self.queued = 0  # bytes waiting for the writer thread
+        self.peak_queued = 0
+        self._chunks: collections.deque[bytes | memoryview | None] = collections.deque()
+        self._cond = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pipe-feeder", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            chunk = self._queue.get()
+            with self._cond:
+                while not self._chunks:
+                    self._cond.wait()
+                chunk = self._chunks[0]
             if chunk is None:
                 return
-            if self._error is not None:
-                continue  # drain so the producer never blocks on a dead child
-            try:
-                view = memoryview(chunk)
-                while len(view):
-                    n = self._raw.write(view)
-                    view = view[n:]
-            except BaseException as err:
-                self._error = err
+            if self._error is None:  # after an error: drain so the producer never blocks on a dead child
+                try:
+                    view = memoryview(chunk)
+                    while len(view):
+                        n = self._raw.write(view)
+                        view = view[n:]
+                except BaseException as err:
+                    self._error = err
+            with self._cond:
+                self._chunks.popleft()
+                self.queued -= len(chunk)
+                self._cond.notify_all()
+
+    def _put(self, chunk: bytes | None) -> None:
+        size = len(chunk) if chunk is not None else 0
+        with self._cond:
+            # One chunk larger than the whole budget still goes through, alone.
+            while self._chunks and self.queued + size > self.max_bytes and self._error is None:
+                self._cond.wait()
+            self._chunks.append(chunk)
+            self.queued += size
+            self.peak_queued = max(self.peak_queued, self.queued)
+            self._cond.notify_all()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._error is not None:
             raise self._error
         if isinstance(data, memoryview | bytearray):
             data = bytes(data)  # the caller may reuse its buffer
-        self._queue.put(data)
+        self._put(data)
         return len(data)
 
     def finish(self) -> None:
-        self._queue.put(None)
+        self._put(None)
         self._thread.join()
         try:
             self._pipe.close()
@@ -335,5 +358,6 @@ class PipeFeeder:
     def abandon(self) -> None:
         """Stop feeding without waiting for the child (it is being killed)."""
         self._error = self._error or BrokenPipeError("abandoned")
-        with contextlib.suppress(Exception):
-            self._queue.put_nowait(None)
+        with self._cond:
+            self._chunks.append(None)
+            self._cond.notify_all()

@@ -106,7 +106,7 @@ def test_parts_upload_in_parallel_but_within_the_budget(s3_server, s3_bucket, fa
         for i in range(0, len(data), MiB):
             up.write(data[i : i + MiB])
             # (concurrency + 1) part buffers at most: 3 in flight, 1 filling.
-            assert len(up._free) <= 4
+            assert up.buffers.allocated <= 4 * PART
         up.commit()
     assert faulty_s3.max_inflight == 3, "three parts in flight at once, never more"
     assert read_back(c, s3_bucket, "budget") == data
@@ -117,13 +117,17 @@ def test_part_size_grows_after_the_flat_parts(client, s3_bucket, monkeypatch):
     sizer = upload_mod.PartSizer(PART)
     assert sizer.step > 0
     expected = [sizer.size(n) for n in (1, 2, 3, 4)]
-    assert expected[0] == expected[1] < expected[2] < expected[3]
+    assert expected[0] == expected[1] < expected[2] <= expected[3]
     data = os.urandom(sum(expected) + 10)
     up = MultipartUpload(client, s3_bucket, "grow", part_size=PART, concurrency=2)
-    up.write(data)
+    for i in range(0, len(data), 3 * MiB):
+        up.write(data[i : i + 3 * MiB])
     upload_id = up._upload_id
     up.commit()
     assert up.info is not None and up.info.parts == 5
+    # Bytes, not parts, are bounded: grown parts larger than the budget go one at a time.
+    assert up.buffers.budget == 3 * PART < expected[2]
+    assert up.buffers.peak <= max(expected)
     assert read_back(client, s3_bucket, "grow") == data
     # The parts S3 got (ListParts is gone after completion, so check the object's part sizes).
     sizes = [client.head_object(Bucket=s3_bucket, Key="grow", PartNumber=n)["ContentLength"] for n in (1, 2, 3, 4)]

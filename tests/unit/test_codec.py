@@ -60,3 +60,57 @@ def test_garbage_is_not_a_zstd_stream():
     codec = codec_for("zstd", Keyring(None))
     with pytest.raises(IntegrityError, match="zstd"):
         _decode(codec, Keyring(None), b"\x00" * 1000)
+
+
+def test_a_highly_compressed_stream_decodes_in_bounded_chunks():
+    """32 KB of compressed zeros must not come back as one huge object (a zero-filled tablespace)."""
+    import zstandard
+
+    from backup_pipelines.core.codec import OUT_CHUNK
+
+    blob = zstandard.ZstdCompressor(level=3).compress(bytes(256 * 1024 * 1024))
+    assert len(blob) < 64 * 1024
+    sizes: list[int] = []
+    keyring = Keyring(None)
+    head, _ = decode_chain(codec_for("zstd", keyring), keyring, CallableSink(lambda b: sizes.append(len(b))), what="z")
+    head.write(blob)
+    head.finish()
+    assert sum(sizes) == 256 * 1024 * 1024
+    assert max(sizes) <= OUT_CHUNK
+
+
+def test_frame_walker_finds_every_frame_end_and_nothing_else():
+    import zstandard
+
+    from backup_pipelines.core.zstd_frames import FrameWalker
+
+    c = zstandard.ZstdCompressor(level=1, write_checksum=True, write_content_size=True)
+    skippable = (0x184D2A53).to_bytes(4, "little") + (5).to_bytes(4, "little") + b"12345"
+    frames = [c.compress(os.urandom(300_000)), skippable, c.compress(b""), c.compress(bytes(70_000))]
+    stream = b"".join(frames)
+    ends = set()
+    pos = 0
+    for f in frames:
+        pos += len(f)
+        ends.add(pos)
+    for cut in sorted({*ends, *range(0, len(stream), 997), len(stream) - 1}):
+        w = FrameWalker()
+        for i in range(0, cut, 4093):  # feeds that split headers too
+            w.feed(stream[i : min(cut, i + 4093)])
+        assert w.at_boundary == (cut in ends or cut == 0), cut
+    w = FrameWalker()
+    w.feed(stream)
+    assert w.frames == 4
+
+
+def test_a_stream_cut_after_a_whole_frame_but_inside_the_next_is_truncated():
+    import zstandard
+
+    keyring = Keyring(None)
+    codec = codec_for("zstd", keyring)
+    c = zstandard.ZstdCompressor(level=1)
+    first, second = c.compress(os.urandom(1000)), c.compress(os.urandom(200_000))
+    with pytest.raises(IntegrityError, match="truncated"):
+        _decode(codec, keyring, first + second[: len(second) // 2])
+    got, _ = _decode(codec, keyring, first + second)
+    assert len(got) == 201_000

@@ -19,6 +19,16 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+def _parts_for(sizer: PartSizer, size: int) -> int:
+    """How many parts a stream of `size` bytes takes."""
+    total = 0
+    for n in range(1, MAX_PARTS + 1):
+        total += sizer.size(n)
+        if total >= size:
+            return n
+    raise AssertionError("does not fit")
+
+
 @pytest.mark.parametrize(
     "part_size",
     [1, 5 * MiB, 8 * MiB, 16 * MiB, 64 * MiB, 100 * MiB + 3, 524 * MiB, 600 * MiB, 5 * GiB, 6 * GiB],
@@ -40,7 +50,7 @@ def test_growth_is_gentle():
     # 16 GiB (1000 parts) fits without any growth.
     assert sizer.capacity(FLAT_PARTS) == 16_000 * MiB
     # Where a 1 TiB stream ends, parts are ~0.5 GiB: that is what (concurrency + 1) buffers cost then.
-    n = next(n for n in range(1, MAX_PARTS + 1) if sizer.capacity(n) >= 1024 * GiB)
+    n = _parts_for(sizer, 1024 * GiB)
     assert sizer.size(n) < 600 * MiB
 
 
@@ -59,3 +69,51 @@ def test_part_numbers_outside_the_s3_range_are_refused():
         sizer.size(0)
     with pytest.raises(ValueError):
         sizer.size(MAX_PARTS + 1)
+
+
+def test_grown_parts_come_in_runs_of_one_size_so_buffers_are_recycled():
+    from backup_pipelines.core.repository.s3.upload import TIER
+
+    sizer = PartSizer(16 * MiB)
+    grown = [sizer.size(n) for n in range(FLAT_PARTS + 1, MAX_PARTS + 1)]
+    assert all((s - sizer.base) % TIER == 0 for s in grown)
+    assert len(set(grown)) < len(grown) / 50  # ~100 parts share each size
+
+
+def test_a_size_hint_keeps_a_stream_of_the_expected_size_from_growing():
+    from backup_pipelines.core.repository.s3.upload import HINT_MARGIN, HINTED_FLAT_PARTS
+
+    hint = 1024 * GiB
+    sizer = PartSizer(16 * MiB, size_hint=hint)
+    assert sizer.capacity(HINTED_FLAT_PARTS) >= hint * HINT_MARGIN
+    assert sizer.size(HINTED_FLAT_PARTS) == sizer.base < 160 * MiB
+    # Without the hint, the same 1 TiB stream ends on parts over three times as large.
+    plain = PartSizer(16 * MiB)
+    n = _parts_for(plain, hint)
+    assert plain.size(n) > 3 * sizer.base
+
+
+def test_the_buffer_pool_never_holds_more_than_its_budget():
+    import threading
+
+    from backup_pipelines.core.repository.s3.upload import BufferPool
+
+    pool = BufferPool(4 * MiB)
+    cancel = threading.Event()
+    a = pool.take(MiB, cancel)
+    b = pool.take(2 * MiB, cancel)
+    got: list[bytearray] = []
+    t = threading.Thread(target=lambda: got.append(pool.take(2 * MiB, cancel)))
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and pool.allocated == 3 * MiB  # 5 MiB would exceed the budget: it waits
+    pool.give(a, MiB)
+    t.join(5)
+    assert got and pool.allocated == 4 * MiB
+    pool.give(b, 2 * MiB)
+    assert pool.take(2 * MiB, cancel) is b  # recycled, not reallocated
+    pool.give(b, 2 * MiB)
+    pool.give(got[0], 2 * MiB)
+    big = pool.take(10 * MiB, cancel)  # idle buffers of the old size are freed; one oversized part alone is allowed
+    assert pool.allocated == 10 * MiB == len(big)
+    assert pool.peak == 10 * MiB

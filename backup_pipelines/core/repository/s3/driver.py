@@ -9,19 +9,27 @@ default; uploads are still CRC-32 verified by the server.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ...errors import NotFoundError, StorageError
+from ...errors import BackupPipelinesError, NotFoundError, StorageError
 from ..base import ObjectInfo, Repository
 from .client import S3Client, make_client, s3_url, storage_error
 from .download import Download
-from .retry import RetryPolicy, error_code, http_status, is_retryable
+from .retry import RetryPolicy, describe_error, error_code, http_status, is_retryable
 from .upload import MultipartUpload
 from .url import parse_s3_url
 
 DELETE_BATCH = 1000  # S3's DeleteObjects limit
+log = logging.getLogger(__name__)
+_WARNED_NO_UPLOAD_LISTING: set[tuple[str, str]] = set()  # (endpoint, bucket): warned once per process
+
+
+def _not_implemented(err: BaseException) -> bool:
+    """A permanent "this server does not do that" (s3rver and some gateways: 501 NotImplemented)."""
+    return error_code(err) in ("NotImplemented", "501") or http_status(err) == 501
 
 
 class S3Repository(Repository):
@@ -57,6 +65,7 @@ class S3Repository(Repository):
             else make_client(endpoint_url=endpoint_url, region=region, max_pool_connections=self.concurrency + 4)
         )
         self._bucket_checked = False
+        self._no_upload_listing = False
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -200,36 +209,66 @@ class S3Repository(Repository):
             raise storage_error(err, action="check the bucket", bucket=self.bucket) from None
         self._bucket_checked = True
 
-    def cleanup_incomplete(self, prefix: str, older_than: datetime) -> list[str]:
-        """Abort multipart uploads under `prefix` started before `older_than`; return their keys."""
+    def cleanup_incomplete(
+        self, prefix: str, older_than: datetime, *, keep: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Abort multipart uploads under `prefix` started before `older_than` unless `keep` spares them."""
         if older_than.tzinfo is None:
             older_than = older_than.replace(tzinfo=UTC)
         full_prefix = self.prefix + prefix
         removed: list[str] = []
+        if self._no_upload_listing:
+            return removed
         paginator = self.client.get_paginator("list_multipart_uploads")
         try:
+            stale: list[tuple[str, str]] = []
             for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
                 for up in page.get("Uploads", []):
                     key, initiated = up["Key"], up.get("Initiated")
-                    if not key.startswith(full_prefix) or initiated is None or initiated >= older_than:
+                    if key.startswith(full_prefix) and initiated is not None and initiated < older_than:
+                        stale.append((key, up["UploadId"]))
+            for key, upload_id in stale:  # every upload listed before `keep` reads the leases
+                if keep is not None and keep(self._relative(key)):
+                    continue
+                try:
+                    self._call(
+                        lambda k=key, u=upload_id: self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=k, UploadId=u
+                        ),
+                        f"abort the stale upload of {s3_url(self.bucket, key)}",
+                    )
+                except Exception as err:
+                    if error_code(err) == "NoSuchUpload":
                         continue
-                    try:
-                        self._call(
-                            lambda k=key, u=up["UploadId"]: self.client.abort_multipart_upload(
-                                Bucket=self.bucket, Key=k, UploadId=u
-                            ),
-                            f"abort the stale upload of {s3_url(self.bucket, key)}",
-                        )
-                    except Exception as err:
-                        if error_code(err) == "NoSuchUpload":
-                            continue
-                        raise
-                    removed.append(self._relative(key))
+                    raise
+                removed.append(self._relative(key))
+        except BackupPipelinesError:
+            raise
         except Exception as err:
+            if _not_implemented(err):
+                self._warn_no_upload_listing(err)
+                return removed
             raise storage_error(
                 err, action="clean up incomplete uploads in", bucket=self.bucket, key=full_prefix
             ) from None
         return removed
+
+    def _warn_no_upload_listing(self, err: BaseException) -> None:
+        """Housekeeping the server does not offer must not stop a backup: say so once, and what to do."""
+        self._no_upload_listing = True
+        key = (self.client.meta.endpoint_url, self.bucket)
+        if key in _WARNED_NO_UPLOAD_LISTING:
+            return
+        _WARNED_NO_UPLOAD_LISTING.add(key)
+        log.warning(
+            "the S3 server at %s does not implement ListMultipartUploads (%s): uploads that an "
+            "interrupted run left open in %s cannot be found and aborted by cleanup. This is a "
+            "property of the server, not a transient fault: add a lifecycle rule that aborts "
+            "incomplete multipart uploads after a day, or clear them with the server's own tools",
+            key[0],
+            describe_error(err),
+            self.url,
+        )
 
     def close(self) -> None:
         if self._owns_client:

@@ -88,7 +88,9 @@ def is_retryable(err: BaseException) -> bool:
         return False  # a configuration problem: retrying only delays the error
     if isinstance(err, ClientError):
         status = http_status(err)
-        return error_code(err) in RETRYABLE_CODES or (status is not None and (status >= 500 or status in (408, 429)))
+        # 501 NotImplemented is a permanent answer: the server lacks the feature.
+        transient = status is not None and ((status >= 500 and status != 501) or status in (408, 429))
+        return error_code(err) in RETRYABLE_CODES or transient
     if isinstance(
         err,
         BotoConnectionError
