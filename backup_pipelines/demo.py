@@ -20,6 +20,7 @@ from .core.config import parse_config
 from .core.crypto import generate_key_text
 from .core.errors import RefusedError, ToolError
 from .core.mysqld import MariaDBServer, free_port
+from .core.process import capture
 from .core.restore import restore_chain
 from .core.session import Session
 from .core.verify import table_fingerprints, verify_backup
@@ -178,7 +179,6 @@ def ensure_demo_environment(work: Path, *, start_server: bool = True) -> Path:
 
 def _ensure_staging_server(work: Path) -> None:
     """The staging target beside the source: an empty server that staging restores overwrite."""
-    import subprocess
 
     from .core.config import StagingTarget
     from .core.staging import connect_target
@@ -193,7 +193,7 @@ def _ensure_staging_server(work: Path) -> None:
         return
     except Exception:
         pass
-    res = subprocess.run(entry["start_command"], capture_output=True, text=True, timeout=120, check=False)
+    res = capture(entry["start_command"], what="starting the demo staging server", timeout=120)
     if res.returncode != 0:
         raise ToolError(
             "could not start the demo staging server",
@@ -228,11 +228,10 @@ def _ensure_server(work: Path) -> MariaDBServer:
 
 def stop_demo_environment(work: Path) -> bool:
     import signal
-    import subprocess
 
     work = work.absolute()
     if (work / "staging" / "run" / "daemon.pid").exists():
-        subprocess.run(staging_entry(work)["stop_command"], capture_output=True, timeout=120, check=False)
+        capture(staging_entry(work)["stop_command"], what="stopping the demo staging server", timeout=120)
     pid_file = work / "mariadb" / "run" / "mysqld.pid"
     if not pid_file.exists():
         return False
