@@ -211,6 +211,18 @@ class Catalog:
         A manifest naming a missing object would list a backup that cannot be restored; the
         stat (HEAD on S3) catches an object removed or never committed since it was written.
         """
+        if m.parent_id is not None:  # a prune elsewhere must not have taken the parent meanwhile
+            try:
+                gone = self.read_manifest(m.host, m.parent_id).status != "completed"
+            except NotFoundError:
+                gone = True
+            if gone:
+                raise ChainError(
+                    f"backup {m.id} of {m.host} was not committed: its parent {m.parent_id} was deleted meanwhile",
+                    host=m.host,
+                    backup_id=m.id,
+                    hint=f"take a full backup: backup-pipelines backup full --host {m.host}",
+                )
         for obj in m.objects:
             info = self.repo.stat(obj.key)
             if info is None or info.size != obj.size:
@@ -436,6 +448,7 @@ class Catalog:
             return key[len(backups) :].split("/", 1)[0] in leased
 
         removed.extend(self.repo.cleanup_incomplete(self.host_prefix(host), cutoff, keep=in_flight))
+        removed.extend(self.sweep_lapsed_leases(host))
         return removed
 
     # -- verification reports ---------------------------------------------------------
@@ -455,13 +468,29 @@ class Catalog:
 
     # -- leases: runs in progress (see leases.py) -------------------------------------
     @contextmanager
-    def lease(self, host: str, backup_ids: list[str], *, purpose: str, ttl: float | None = None) -> Iterator[str]:
+    def lease(self, host: str, backup_ids: list[str], *, purpose: str, ttl: float | None = None) -> Iterator[Lease]:
         """Hold a renewed lease on backups being written or read, for as long as the block runs."""
         held = Lease(self, host, backup_ids, purpose=purpose, ttl=ttl or self.lease_seconds).start()
         try:
-            yield held.key
+            yield held
         finally:
             held.stop()
+
+    def sweep_lapsed_leases(self, host: str, now: datetime | None = None) -> list[str]:
+        """Remove the lease objects of runs that died (lapsed); return their keys."""
+        now = now or datetime.now(UTC)
+        lapsed = []
+        for info in self.repo.list(f"{self.host_prefix(host)}leases/"):
+            try:
+                doc = self.open_json(self.repo.get_bytes(info.key), info.key)
+            except NotFoundError:
+                continue
+            except IntegrityError:
+                doc = {"expires_at": "1970-01-01T00:00:00+00:00"}  # unreadable: it protects nothing
+            if not is_live(doc, info.modified, now):
+                lapsed.append(info.key)
+        self.repo.delete(lapsed)
+        return lapsed
 
     def leased_ids(self, host: str, now: datetime | None = None) -> set[str]:
         now = now or datetime.now(UTC)

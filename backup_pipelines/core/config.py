@@ -231,6 +231,8 @@ class StagingTarget(_Model):
     password_file: Path | None = None
     stop_command: list[str]
     start_command: list[str]
+    # How long the started server may take to accept connections before the restore is rolled back.
+    start_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
     transport: Transport = LocalTransport()
 
 

@@ -49,18 +49,27 @@ def table_fingerprints(
         for schema, name, engine in tables:
             q = f"`{schema.replace('`', '``')}`.`{name.replace('`', '``')}`"
             entry: dict[str, Any] = {"engine": engine}
-            if check:
-                cur.execute(f"CHECK TABLE {q}")
-                rows = cur.fetchall()
-                statuses = [r[3] for r in rows if r[2] == "status"]
-                errors = [r[3] for r in rows if r[2] == "error"]
-                ok = not errors and bool(statuses) and all(s in ("OK", "Table is already up to date") for s in statuses)
-                entry["check"] = "OK" if ok else "; ".join(errors + statuses) or "no status"
-            cur.execute(f"SELECT COUNT(*) FROM {q}")
-            entry["rows"] = int(cur.fetchone()[0])
-            cur.execute(f"CHECKSUM TABLE {q}")
-            entry["checksum"] = cur.fetchone()[1]
             out[f"{schema}.{name}"] = entry
+            try:
+                if check:
+                    cur.execute(f"CHECK TABLE {q}")
+                    rows = cur.fetchall()
+                    statuses = [r[3] for r in rows if r[2] == "status"]
+                    errors = [r[3] for r in rows if r[2] == "error"]
+                    ok = (
+                        not errors
+                        and bool(statuses)
+                        and all(s in ("OK", "Table is already up to date") for s in statuses)
+                    )
+                    entry["check"] = "OK" if ok else "; ".join(errors + statuses) or "no status"
+                cur.execute(f"SELECT COUNT(*) FROM {q}")
+                entry["rows"] = int(cur.fetchone()[0])
+                cur.execute(f"CHECKSUM TABLE {q}")
+                entry["checksum"] = cur.fetchone()[1]
+            except pymysql.MySQLError as err:  # a table the server cannot open is a finding, not a crash
+                if not check:
+                    raise
+                entry["check"] = f"cannot be read: {err.args[-1] if err.args else err}"
         return out
 
 
