@@ -111,7 +111,12 @@ def cmd_dump(args: argparse.Namespace) -> int:
 
     from .core.dumps import run_dump
 
-    for_date = date.fromisoformat(args.for_date) if args.for_date else None
+    try:
+        for_date = date.fromisoformat(args.for_date) if args.for_date else None
+    except ValueError:
+        from .core.errors import ConfigError
+
+        raise ConfigError(f"--for-date {args.for_date!r} is not a date", hint="write it as YYYY-MM-DD") from None
     with _session(args) as s, _progress(not args.json, f"dump of {args.host}") as bar:
         m = run_dump(s, args.host, for_date=for_date, progress=bar)
     if args.json:
@@ -160,12 +165,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not backups:
         print(f"no completed backups of {args.host}")
         return 0
-    print(f"{'ID':<28} {'KIND':<12} {'PARENT':<28} {'FROM LSN':>12} {'TO LSN':>12} {'STORED':>11}  FINISHED (UTC)")
-    for m in backups:
-        print(
-            f"{m.id:<28} {m.kind:<12} {(m.parent_id or '-'):<28} {m.from_lsn or 0:>12} {m.to_lsn or 0:>12} "
-            f"{_human_bytes(m.size_bytes):>11}  {m.finished_at:%Y-%m-%d %H:%M:%S}"
+    head = ("ID", "KIND", "PARENT", "FROM LSN", "TO LSN", "STORED", "FINISHED (UTC)")
+    rows = [
+        (
+            m.id,
+            m.kind,
+            m.parent_id or "-",
+            str(m.from_lsn or 0),
+            str(m.to_lsn or 0),
+            _human_bytes(m.size_bytes),
+            f"{m.finished_at:%Y-%m-%d %H:%M:%S}",
         )
+        for m in backups
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    numbers = {3, 4, 5}  # right-aligned
+    for r in [head, *rows]:
+        cells = [c.rjust(w) if i in numbers else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        print("  ".join(cells).rstrip())
     return 0
 
 
@@ -308,12 +325,16 @@ def _stream_setup(args: argparse.Namespace) -> tuple[Any, Any, Any, int, int]:
     s3 = cfg.repository.s3 if cfg else None
     endpoint = args.endpoint_url or (s3.endpoint_url if s3 else None)
     region = args.region or (s3.region if s3 else None)
-    part_size = args.part_size or (s3.part_size if s3 else 16 * 1024 * 1024)
-    concurrency = args.concurrency or (s3.concurrency if s3 else 8)
+    part_size = args.part_size if args.part_size is not None else (s3.part_size if s3 else 16 * 1024 * 1024)
+    concurrency = args.concurrency if args.concurrency is not None else (s3.concurrency if s3 else 8)
+    from .core.errors import ConfigError
+
+    if part_size < 5 * 1024 * 1024:
+        raise ConfigError(f"--part-size {part_size} is below S3's 5 MiB minimum", hint="pass at least 5242880")
+    if not 1 <= concurrency <= 64:
+        raise ConfigError(f"--concurrency {concurrency} is out of range", hint="pass 1 to 64")
     key_file = args.key_file or (cfg.repository.encryption_key_file if cfg and args.encrypt is not False else None)
     if args.encrypt and not key_file:
-        from .core.errors import ConfigError
-
         raise ConfigError("--encrypt needs a key", hint="pass --key-file FILE or a config with encryption_key_file")
     keyring = Keyring(load_key_file(Path(key_file)) if key_file and args.encrypt is not False else None)
     compression = args.compression or (cfg.repository.compression if cfg else "none")
@@ -374,7 +395,9 @@ def cmd_offsite(args: argparse.Namespace) -> int:
         if not args.to:
             from .core.errors import ConfigError
 
-            raise ConfigError("offsite restore needs --to DIR")
+            raise ConfigError(
+                "offsite restore needs --to DIR", hint="pass an absent or empty directory to restore the copy into"
+            )
         res = offsite_restore(_config(args), Path(args.to), args.time)
         if args.json:
             _print_json(res)
@@ -434,11 +457,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------
+_AT_HELP = (
+    "the newest backup finished at or before this ISO 8601 time, e.g. 2026-11-20T04:00:00Z; "
+    "a time without a zone is UTC (default: the newest backup)"
+)
+_BACKUP_ID_HELP = "a backup id as printed by `list` (default: the newest completed backup)"
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"{text!r} must be zero or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .core.errors import exit_code_table
+
+    try:
+        ver = version("backup-pipelines")
+    except PackageNotFoundError:
+        ver = "unknown"
     p = argparse.ArgumentParser(
         prog="backup-pipelines",
         description="Hot MySQL/MariaDB backups into a file or S3 repository; restores and verification.",
+        epilog="exit codes (docs/exit-codes.md):\n" + exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"%(prog)s {ver}")
     p.add_argument("-c", "--config", help=f"config YAML (default: ${CONFIG_ENV})")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
     p.add_argument("--repository", help="override repository.url (e.g. file:///restored/offsite/copy)")
@@ -477,33 +528,42 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=cmd_list)
 
-    r = sub.add_parser("restore", help="restore a point into an empty datadir")
-    r.add_argument("--host", required=True)
-    r.add_argument("--target-datadir", required=True)
-    g = r.add_mutually_exclusive_group()
-    g.add_argument("--backup-id")
-    g.add_argument(
-        "--at", help="ISO 8601 time (zone-less = UTC): exactly that second by binlog replay where binlogs are archived"
+    r = sub.add_parser(
+        "restore",
+        help="restore a point into an empty datadir",
+        description="Fetch, decrypt and prepare a backup chain into a new datadir. Without --backup-id or --at "
+        "the newest completed backup is restored.",
     )
+    r.add_argument("--host", required=True, help="whose backups (a configured host, or one in the repository)")
+    r.add_argument("--target-datadir", required=True, help="an absent or empty directory to restore into")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
+    g.add_argument("--at", help=_AT_HELP + " Where binlogs are archived, replay lands on exactly that second.")
     g.add_argument("--gtid", help="replay the archived binlogs up to and including this GTID (domain-server-seq)")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_restore)
 
-    v = sub.add_parser("verify", help="restore into a sandbox, start a server, check every table")
-    v.add_argument("--host", required=True)
+    v = sub.add_parser(
+        "verify",
+        help="restore into a sandbox, start a server, check every table",
+        description="Restore a backup into a temporary sandbox under work_dir, start a private server on it, run "
+        "CHECK TABLE, count and checksum every table, and store the report. Without --backup-id or --at the "
+        "newest completed backup is verified. Exits 7 when a problem is found.",
+    )
+    v.add_argument("--host", required=True, help="whose backups")
     g = v.add_mutually_exclusive_group()
-    g.add_argument("--backup-id")
-    g.add_argument("--at")
-    v.add_argument("--json", action="store_true")
+    g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
+    g.add_argument("--at", help=_AT_HELP)
+    v.add_argument("--json", action="store_true", help="print the verification report as JSON")
     v.set_defaults(func=cmd_verify)
 
     st = sub.add_parser("staging-restore", help="stop a staging server, restore a point into it, start, check")
     st.add_argument("--target", required=True, help="a staging: entry of the config (must say staging: true)")
     st.add_argument("--host", required=True, help="whose backups to restore")
     g = st.add_mutually_exclusive_group()
-    g.add_argument("--backup-id")
-    g.add_argument("--at")
-    st.add_argument("--json", action="store_true")
+    g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
+    g.add_argument("--at", help=_AT_HELP)
+    st.add_argument("--json", action="store_true", help="print the verification report as JSON")
     st.set_defaults(func=cmd_staging_restore)
 
     c = sub.add_parser("check", help="catalog integrity: checksums, objects present, LSN continuity")
@@ -519,29 +579,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     cl = sub.add_parser("cleanup", help="remove objects left by interrupted runs")
     cl.add_argument("--host", required=True)
-    cl.add_argument("--grace-hours", type=float, help="only older than this (default: config)")
+    cl.add_argument("--grace-hours", type=_non_negative, help="only older than this (default: config)")
     cl.add_argument("--json", action="store_true")
     cl.set_defaults(func=cmd_cleanup)
 
-    stream = sub.add_parser("stream", help="stream stdin to S3 and back (what gof3r did), on the backup uploader")
+    stream = sub.add_parser(
+        "stream",
+        help="stream stdin to S3 and back (what gof3r did), on the backup uploader",
+        description="put: stdin (or a producer command) to one S3 object, compressed and encrypted as asked, "
+        "every part checksummed. get: the object to stdout, verified end to end. Settings not given as flags "
+        "come from the config (-c or $BACKUP_PIPELINES_CONFIG) when there is one. Credentials come from the "
+        "usual AWS sources (environment, profile, instance role), never from flags.",
+    )
     ssub = stream.add_subparsers(dest="direction", required=True, metavar="DIRECTION")
     for direction, text in (
         ("put", "stdin (or a producer after --) to s3://bucket/key"),
         ("get", "s3://bucket/key to stdout, verified"),
     ):
         sp = ssub.add_parser(direction, help=text)
-        sp.add_argument("url", help="s3://bucket/key")
-        sp.add_argument("--endpoint-url")
-        sp.add_argument("--region")
+        sp.add_argument("url", help="s3://bucket/key (the key is taken literally)")
+        sp.add_argument(
+            "--endpoint-url", help="http(s)://host[:port] of an S3-compatible server (default: the config's, else AWS)"
+        )
+        sp.add_argument("--region", help="S3 region (default: the config's, else the AWS default)")
         sp.add_argument("--part-size", type=int, help="bytes per part (default 16 MiB; grows past 10,000 parts)")
         sp.add_argument("--concurrency", type=int, help="parts in flight (memory = concurrency x part size)")
         sp.add_argument("--compression", choices=["zstd", "none"], help="default: the config's, else none")
         enc = sp.add_mutually_exclusive_group()
         enc.add_argument("--encrypt", action="store_true", default=None, help="AES-256-GCM with the repository key")
-        enc.add_argument("--no-encrypt", dest="encrypt", action="store_false")
+        enc.add_argument(
+            "--no-encrypt", dest="encrypt", action="store_false", help="do not encrypt even if the config has a key"
+        )
         sp.add_argument("--key-file", help="repository key (default: the config's encryption_key_file)")
         if direction == "put":
-            sp.add_argument("--json", action="store_true")
+            sp.add_argument("--json", action="store_true", help="print the upload summary as JSON on stdout")
             sp.epilog = "After the options, `-- CMD ARGS` runs the producer itself: its failure aborts the upload."
             sp.set_defaults(func=cmd_stream_put, producer=None)
         else:
@@ -572,6 +643,9 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--work-dir", default=os.environ.get("BACKUP_PIPELINES_DEMO_DIR", ".demo/dagster"))
     de.set_defaults(func=cmd_demo_env)
     return p
+
+
+_PATH_ERRORS = (PermissionError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError)
 
 
 class Terminated(BaseException):
@@ -622,12 +696,22 @@ def _main(argv: list[str] | None = None) -> int:
         return 143
     except BrokenPipeError:
         return 141
+    except OSError as err:  # a path the operator gave (or the config names) cannot be used
+        code = ExitCode.USAGE if isinstance(err, _PATH_ERRORS) else ExitCode.STORAGE
+        where = f" {err.filename}" if err.filename else ""
+        print(
+            f"backup-pipelines: error: cannot use{where}: {err.strerror or err}.\n"
+            "  what to do: check the path exists, is the right kind (file or directory), is writable by this "
+            "user and its filesystem has space",
+            file=sys.stderr,
+        )
+        return int(code)
     except Exception as err:
         if args.verbose:
             traceback.print_exc()
+        again = "the traceback is above" if args.verbose else "re-run with -v for a traceback"
         print(
-            f"backup-pipelines: internal error: {type(err).__name__}: {err} "
-            "(re-run with -v for a traceback, and report it)",
+            f"backup-pipelines: internal error: {type(err).__name__}: {err} ({again}, and report it)",
             file=sys.stderr,
         )
         return int(ExitCode.INTERNAL)

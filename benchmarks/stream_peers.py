@@ -29,13 +29,10 @@ import json
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +52,7 @@ from benchmarks._measure import (
     run_piped,
     system_busy,
 )
+from tests.fixtures.moto_server import MotoS3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -205,51 +203,11 @@ def bench_env() -> dict[str, str]:
 # -- the server ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class MotoServer:
-    """`moto_server` in its own process on a free loopback port."""
+class MotoServer(MotoS3Server):
+    """The shared moto server (tests/fixtures/moto_server.py) in its own process, measured."""
 
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> MotoServer:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child keeps it
-        self.proc = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env=self.env,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto_server exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=2):
-                    return self
-            except urllib.error.HTTPError:
-                return self  # it answers
-            except OSError:
-                time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"moto_server did not answer on {self.endpoint} within {timeout:.0f}s")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        super().__init__(own_process=True, log_path=log_path, env=env)
 
     def cpu(self) -> float:
         return process_cpu(self.pid)
@@ -258,11 +216,13 @@ class MotoServer:
         return process_peak_rss(self.pid)
 
     def log_mark(self) -> int:
+        assert self.log_path is not None
         return self.log_path.stat().st_size
 
     def requests_since(self, mark: int, key: str) -> tuple[int, int]:
         """HTTP requests moto logged for `key` (and its sidecar) since `mark`, and how many were ranged (206)."""
         time.sleep(0.05)  # werkzeug logs a request just after answering it
+        assert self.log_path is not None
         with open(self.log_path, "rb") as f:
             f.seek(mark)
             text = f.read().decode(errors="replace")
@@ -274,17 +234,6 @@ class MotoServer:
                 if '" 206 ' in line:
                     ranged += 1
         return total, ranged
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class Admin:

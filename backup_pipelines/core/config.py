@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -237,8 +238,20 @@ class StagingTarget(_Model):
 
 
 class NotificationConfig(_Model):
+    # Refused: a Slack webhook URL is a credential (anyone holding it can post), so it lives in a
+    # 0600 file like every other secret. The key is kept only to say so instead of "unknown key".
     webhook_url: str | None = None
-    webhook_url_file: Path | None = None  # the URL is a secret for Slack: keep it in a file
+    webhook_url_file: Path | None = None
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _no_inline_secret(cls, v: str | None) -> str | None:
+        if v is not None:
+            raise ValueError(
+                "a webhook URL is a secret: put it in a file readable only by its owner (chmod 600) and set "
+                "webhook_url_file: /path/to/that/file instead"
+            )
+        return v
 
 
 _DURATION = re.compile(r"^([0-9]+)([smhDWMY])$")
@@ -374,7 +387,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "missing":
@@ -385,7 +398,10 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
 
 def parse_config(data: Any, source: str = "<config>", base_dir: Path | None = None) -> Config:
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the configuration must be a YAML mapping")
+        raise ConfigError(
+            f"{source}: the configuration must be a YAML mapping",
+            hint="start from the example in README.md: repository:, hosts:, ...",
+        )
     try:
         cfg = Config.model_validate(data)
     except ValidationError as err:
@@ -405,29 +421,47 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     try:
         text = p.read_text()
     except OSError as err:
-        raise ConfigError(f"cannot read configuration file {p}: {err.strerror}") from None
+        raise ConfigError(
+            f"cannot read configuration file {p}: {err.strerror}",
+            hint=f"check the path given to -c/--config or {CONFIG_ENV}",
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"configuration file {p} is not valid YAML: {err}") from None
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(
+            f"configuration file {p} is not valid YAML{where}: {problem}",
+            hint="fix the YAML syntax there (indentation, an unclosed bracket or quote)",
+        ) from None
     return parse_config(data, str(p))
 
 
 def read_secret_file(path: Path, what: str, *, host: str | None = None) -> str:
-    """Read a one-line secret; warn-free but strict: must not be world-readable."""
+    """Read a one-line secret; strict: refused when its group or anyone else may read it.
+
+    The mode is checked on the opened file itself, so a file swapped in between check and
+    read cannot slip through.
+    """
     try:
-        st = path.stat()
-        value = path.read_text()
+        fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o044:
+                who = "world" if st.st_mode & 0o004 else "group"
+                raise ConfigError(
+                    f"{what} file {path} is {who}-readable (mode {stat.S_IMODE(st.st_mode):04o})",
+                    host=host,
+                    hint=f"chmod 600 {path} (only its owner, the user running backup-pipelines, may read it)",
+                )
+            value = f.read().decode("utf-8")
     except OSError as err:
         raise ConfigError(
             f"cannot read {what} file {path}: {err.strerror}",
             host=host,
             hint="create it with mode 0600, readable by the user running backup-pipelines",
         ) from None
-    if st.st_mode & 0o004:
-        raise ConfigError(
-            f"{what} file {path} is world-readable",
-            host=host,
-            hint=f"chmod 600 {path}",
-        )
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text", host=host) from None
     return value.strip("\r\n")

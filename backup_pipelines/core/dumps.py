@@ -18,7 +18,7 @@ from pathlib import Path
 import pymysql
 
 from .catalog import BackupManifest, BinlogInfo, EncryptionInfo, StoredObject, new_backup_id
-from .config import HostConfig, read_secret_file
+from .config import HostConfig
 from .credentials import defaults_extra_file
 from .engines.dumps import (
     DUMP_COMPLETED,
@@ -30,6 +30,7 @@ from .engines.dumps import (
 )
 from .errors import ConfigError, NotFoundError, RefusedError, ToolError
 from .locks import host_lock
+from .mysql_client import connect
 from .pipeline import Streamed, stream_command
 from .process import run
 from .restore import fetch_into_command
@@ -37,26 +38,6 @@ from .session import Session
 
 log = logging.getLogger(__name__)
 SYSTEM_DATABASES = {"information_schema", "performance_schema", "sys", "mysql"}
-
-
-def connect(
-    user: str,
-    password_file: Path | None,
-    *,
-    socket: Path | None,
-    host: str | None,
-    port: int | None,
-    database: str | None = None,
-) -> pymysql.connections.Connection:
-    password = read_secret_file(password_file, "MySQL password") if password_file else ""
-    kw: dict[str, object] = {"user": user, "password": password, "connect_timeout": 10, "autocommit": True}
-    if socket is not None:
-        kw["unix_socket"] = str(socket)
-    else:
-        kw["host"], kw["port"] = host or "127.0.0.1", port or 3306
-    if database:
-        kw["database"] = database
-    return pymysql.connect(**kw)  # type: ignore[arg-type]
 
 
 def databases_of(hcfg: HostConfig, host: str) -> list[str]:

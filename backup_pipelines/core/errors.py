@@ -23,6 +23,29 @@ class ExitCode(IntEnum):
     TRANSPORT = 10  # the worker host could not be reached
 
 
+# What each exit code means to an operator; `--help` and docs/exit-codes.md print this table.
+EXIT_CODE_MEANINGS: dict[int, str] = {
+    0: "success",
+    ExitCode.INTERNAL: "a bug (an unexpected exception): please report it with the -v traceback",
+    ExitCode.USAGE: "bad arguments, configuration, paths or key files: the message names the input",
+    ExitCode.NOT_FOUND: "no such host, backup, parent or object",
+    ExitCode.INTEGRITY: "checksum mismatch, wrong key, tampered object or broken chain",
+    ExitCode.TOOL_FAILED: "an external tool failed or passed its deadline (mariabackup, mysqldump, duplicity, ...)",
+    ExitCode.STORAGE: "the repository could not be read or written (S3 unreachable, disk full, ...)",
+    ExitCode.VERIFY_FAILED: "a restore verification found a problem",
+    ExitCode.REFUSED: "a safety check refused the operation (non-empty target, non-staging host)",
+    ExitCode.LOCKED: "another run holds the host's lock",
+    ExitCode.TRANSPORT: "the worker host could not be reached, or its command passed its deadline",
+    130: "interrupted (Ctrl-C)",
+    141: "stdout was closed (a broken pipe)",
+    143: "terminated (SIGTERM); running tools were stopped",
+}
+
+
+def exit_code_table() -> str:
+    return "\n".join(f"  {int(code):>3}  {text}" for code, text in EXIT_CODE_MEANINGS.items())
+
+
 class BackupPipelinesError(Exception):
     """Base class: a one-paragraph message plus optional context fields."""
 

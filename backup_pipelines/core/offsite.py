@@ -39,7 +39,7 @@ from .errors import (
 )
 from .locks import host_lock
 from .process import capture
-from .repository import FileRepository, Repository
+from .repository import Repository
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -286,6 +286,7 @@ class Duplicity:
             return False
         env = self.env(decrypting=True)
         passphrase = env.pop("PASSPHRASE")  # gpg reads it from fd 0 only, never its environment
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.work_dir) as d:
             path = Path(d) / "m.gpg"
             path.write_bytes(manifest)
@@ -354,9 +355,11 @@ def _offsite(cfg: Config) -> OffsiteConfig:
 
 
 def source_dir(session: Session) -> tuple[Path, dict[str, int] | None]:
+    """The directory duplicity copies: the repository's own, or a mirror made through the storage interface."""
     off = _offsite(session.config)
-    if isinstance(session.repo, FileRepository):
-        return session.repo.root, None
+    local = session.repo.local_directory()
+    if local is not None:
+        return local, None
     if off.mirror_dir is None:
         raise ConfigError("the repository is on S3: set offsite.mirror_dir (a local directory duplicity reads)")
     return off.mirror_dir, mirror(session.repo, off.mirror_dir)

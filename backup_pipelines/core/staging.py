@@ -19,8 +19,9 @@ from typing import Any
 import pymysql
 
 from .catalog import VerificationReport
-from .config import StagingTarget, read_secret_file
+from .config import StagingTarget
 from .errors import BackupPipelinesError, ConfigError, RefusedError, ToolError, VerificationFailed, tail
+from .mysql_client import connect
 from .process import capture
 from .restore import restore_chain
 from .session import Session
@@ -33,7 +34,11 @@ def staging_target(session: Session, name: str, host: str) -> StagingTarget:
     targets = session.config.staging
     if name not in targets:
         known = ", ".join(sorted(targets)) or "none"
-        raise ConfigError(f"staging target {name!r} is not configured (configured: {known})", host=host)
+        raise ConfigError(
+            f"staging target {name!r} is not configured (configured: {known})",
+            host=host,
+            hint="check --target, or add the server under staging: in the config (with staging: true)",
+        )
     t = targets[name]
     if not t.staging:
         raise RefusedError(
@@ -59,16 +64,18 @@ def _run(cmd: list[str], what: str, host: str, timeout: float = 600) -> None:
 
 def connect_target(t: StagingTarget, timeout: float = 120) -> pymysql.connections.Connection:
     """Wait for the started server to accept connections, then return one."""
-    password = read_secret_file(t.password_file, "staging MySQL password") if t.password_file else ""
-    kw: dict[str, Any] = {"user": t.user, "password": password, "connect_timeout": 5, "autocommit": True}
-    if t.socket is not None:
-        kw["unix_socket"] = str(t.socket)
-    else:
-        kw["host"], kw["port"] = t.host or "127.0.0.1", t.port or 3306
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return pymysql.connect(**kw)
+            return connect(
+                t.user,
+                t.password_file,
+                socket=t.socket,
+                host=t.host,
+                port=t.port,
+                connect_timeout=5,
+                what="staging MySQL password",
+            )
         except pymysql.err.OperationalError as err:
             if time.monotonic() > deadline:
                 raise ToolError(

@@ -86,11 +86,11 @@ def verify_backup(
     hcfg = cfg.host(host)
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    wanted = session.catalog.resolve(host, backup_id=backup_id, at=at)  # a bad --at leaves no sandbox behind
     sandbox = Path(tempfile.mkdtemp(prefix=f"bp-verify-{host}-", dir=cfg.work_dir))
     problems: list[str] = []
     tables: dict[str, dict[str, Any]] = {}
     server_version = None
-    wanted = session.catalog.resolve(host, backup_id=backup_id, at=at)
     chain = [wanted.id]
     t0 = t1 = t2 = time.monotonic()
     try:

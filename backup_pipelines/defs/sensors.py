@@ -288,9 +288,9 @@ def build_failure_notifier(cfg: Config, fleet: BackupFleet) -> SensorDefinition:
     )
     def notify_on_failure(context: RunFailureSensorContext) -> None:
         n = fleet.config.notifications
-        url = n.webhook_url or (read_secret_file(n.webhook_url_file, "webhook URL") if n.webhook_url_file else None)
+        url = read_secret_file(n.webhook_url_file, "webhook URL") if n.webhook_url_file else None
         if not url:
-            context.log.info("no notifications.webhook_url configured; not posting")
+            context.log.info("no notifications.webhook_url_file configured; not posting")
             return
         body = json.dumps(failure_payload(context)).encode()
         req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")

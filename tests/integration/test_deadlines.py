@@ -102,3 +102,32 @@ def test_tool_runners_enforce_their_deadline(tmp_path):
     res = capture(["sh", "-c", f"sleep {secs} & echo $!"], what="starting", timeout=10)
     assert res.returncode == 0 and time.monotonic() - t0 < 3
     os.kill(int(res.stdout.strip()), signal.SIGKILL)  # the daemon stand-in, by its pid
+
+
+def test_sigterm_stops_the_cli_and_the_tools_it_runs(s3_server, tmp_path):
+    """What a worker deadline (or systemd, or Dagster) sends: the tool in its own session must die too."""
+    s3_server.client().create_bucket(Bucket="sigterm")
+    secs = _marker()
+    cli = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "backup_pipelines.cli", "stream", "put", "s3://sigterm/k"),
+            *("--endpoint-url", s3_server.endpoint_url, "--", "sleep", secs),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "BACKUP_PIPELINES_CONFIG": ""},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _alive(f"^sleep {secs}$"):  # the producer itself, not the CLI naming it
+            assert time.monotonic() < deadline and cli.poll() is None, "the producer never started"
+            time.sleep(0.1)
+        cli.send_signal(signal.SIGTERM)
+        _, err = cli.communicate(timeout=20)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 143, err
+    assert b"terminated (SIGTERM)" in err and b"Traceback" not in err
+    assert _gone_within(f"^sleep {secs}$", 3), "the producer outlived the CLI"

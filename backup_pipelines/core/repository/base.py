@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 Buffer = bytes | bytearray | memoryview
@@ -89,6 +90,15 @@ class Repository(ABC):
         (so a lease read then covers every write it saw); a True answer spares it.
         """
         return []
+
+    def local_directory(self) -> Path | None:
+        """A directory holding the committed objects under their keys, where the driver keeps one.
+
+        Whole-repository tools (the duplicity offsite copy) read it in place; for drivers without
+        one (S3) they mirror the objects through `list`/`read_into` instead. Partial writes may
+        sit beside the objects, named as the driver's `cleanup_incomplete` knows them.
+        """
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

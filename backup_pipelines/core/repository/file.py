@@ -30,9 +30,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _remove_empty_parents(path: Path, root: Path) -> None:
+    """Remove now-empty directories from `path`'s parent up to (not including) the root."""
+    parent = path.parent
+    while parent != root and parent.is_relative_to(root):
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
 class FileWriter:
     def __init__(self, repo: FileRepository, key: str) -> None:
         self.key = key
+        self._root = repo.root
         self._final = repo._path(key)
         self._final.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self._final.with_name(f".{self._final.name}{PARTIAL}{uuid.uuid4().hex[:12]}")
@@ -77,6 +89,7 @@ class FileWriter:
             self._f.close()
         finally:
             self._tmp.unlink(missing_ok=True)
+            _remove_empty_parents(self._tmp, self._root)  # a failed backup leaves no empty directory
 
     def __enter__(self) -> FileWriter:
         return self
@@ -101,6 +114,9 @@ class FileRepository(Repository):
 
     def describe(self, key: str) -> str:
         return str(self._path(key))
+
+    def local_directory(self) -> Path:
+        return self.root
 
     def open_writer(self, key: str, *, size_hint: int | None = None) -> FileWriter:
         try:
@@ -172,14 +188,7 @@ class FileRepository(Repository):
                 path.unlink(missing_ok=True)
             except OSError as err:
                 raise StorageError(f"cannot delete {path}: {err.strerror}", key=key) from None
-            # Remove now-empty directories up to the root, keeping the tree tidy.
-            parent = path.parent
-            while parent != self.root and parent.is_relative_to(self.root):
-                try:
-                    parent.rmdir()
-                except OSError:
-                    break
-                parent = parent.parent
+            _remove_empty_parents(path, self.root)  # keeping the tree tidy
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -38,6 +38,7 @@ from botocore.exceptions import (
 
 from ...errors import BackupPipelinesError, IntegrityError, NotFoundError, StorageError
 from .retry import Cancelled, describe_error, error_code, http_status
+from .url import check_endpoint_url
 
 S3Client = Any  # a botocore/boto3 "s3" client; neither ships a static type for it
 
@@ -65,6 +66,8 @@ def make_client(
     path_style: bool | None = None,
 ) -> S3Client:
     """A thread-safe S3 client tuned for large streaming transfers (see module docstring)."""
+    if endpoint_url is not None:
+        check_endpoint_url(endpoint_url)
     if path_style is None:
         path_style = endpoint_url is not None
     config = Config(

@@ -29,3 +29,21 @@ def parse_s3_url(url: str, *, object_key: bool = False) -> tuple[str, str]:
         return bucket, path
     path = path.strip("/")
     return bucket, (path + "/" if path else "")
+
+
+def check_endpoint_url(url: str, what: str = "endpoint_url") -> str:
+    """An S3 endpoint is http(s)://host[:port]; anything else is the operator's typo, said so plainly."""
+    from urllib.parse import urlparse
+
+    try:
+        parsed = urlparse(url)
+        port_ok = parsed.port is None or parsed.port > 0
+    except ValueError:
+        port_ok = False
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname or not port_ok:
+        raise ConfigError(
+            f"{what} {url!r} is not an S3 endpoint URL",
+            hint="write it as http(s)://host[:port], e.g. https://s3.eu-west-1.amazonaws.com or http://127.0.0.1:9000",
+        )
+    return url
