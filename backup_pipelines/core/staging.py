@@ -18,10 +18,10 @@ from typing import Any
 
 import pymysql
 
+from .binlog.replay import prepare_restore
 from .catalog import VerificationReport
 from .config import StagingTarget, read_secret_file
 from .errors import BackupPipelinesError, ConfigError, RefusedError, ToolError, VerificationFailed, tail
-from .restore import restore_chain
 from .session import Session
 from .verify import table_fingerprints
 
@@ -88,6 +88,7 @@ def staging_restore(
 ) -> VerificationReport:
     t = staging_target(session, name, host)
     wanted = session.catalog.resolve(host, backup_id=backup_id, at=at)  # fail before stopping anything
+    restore = prepare_restore(session, host, backup_id=wanted.id if at is None else None, at=at)
     started = datetime.now(UTC)
     datadir = t.datadir.absolute()
     aside = datadir.with_name(datadir.name + ".bp-previous")
@@ -101,7 +102,7 @@ def staging_restore(
         moved = True
     t0 = time.monotonic()
     try:
-        result = restore_chain(session, host, datadir, backup_id=wanted.id)
+        result = restore(datadir)
         if t.owner and os.geteuid() == 0:
             for p in [datadir, *datadir.rglob("*")]:
                 shutil.chown(p, t.owner, t.owner)
