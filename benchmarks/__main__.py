@@ -2,6 +2,7 @@
 
     stream_peers         stream put/get against s5cmd, the AWS CLI and boto3 on one moto server
     physical_vs_logical  full/incremental backups against their floors, restore against re-import
+    binlog               RPO lag of binlog stream / push, replay MiB/s against mariadb-binlog | mariadb
 
 Each writes its raw numbers (JSON) and a chart (PNG) to benchmarks/results/ and prints every
 figure beside its peer. Nothing here passes or fails. `--only NAME` runs one of them; other
@@ -18,6 +19,7 @@ import time
 BENCHMARKS = {
     "stream_peers": {"quick": ["--quick"]},
     "physical_vs_logical": {"quick": ["--size-mb", "256", "--incrementals", "2", "--rounds", "1"]},
+    "binlog": {"quick": ["--seconds", "20", "--push-every", "10", "--binlog-mib", "64"]},
 }
 
 
