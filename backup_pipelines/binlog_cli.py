@@ -89,17 +89,12 @@ def cmd_binlog_status(args: argparse.Namespace) -> int:
     return 4 if st["gaps"] else 0
 
 
-def has_binlogs(s: Any, host: str) -> bool:
-    from .core.binlog.index import BinlogIndex
-
-    return any(True for _ in s.repo.list(BinlogIndex(s.catalog).prefix(host)))
-
-
 def restore_point(args: argparse.Namespace, s: Any, bar: Any) -> Any:
     """`restore --at/--gtid` by binlog replay where the host has archived binlogs; None otherwise."""
+    from .core.binlog.index import has_binlogs
     from .core.binlog.replay import restore_point as run
 
-    if args.gtid is None and (args.at is None or not has_binlogs(s, args.host)):
+    if args.gtid is None and (args.at is None or not has_binlogs(s.catalog, args.host)):
         return None
     return run(s, args.host, Path(args.target_datadir), at=args.at, gtid=args.gtid, progress=bar)
 

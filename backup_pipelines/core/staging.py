@@ -18,12 +18,12 @@ from typing import Any
 
 import pymysql
 
+from .binlog.replay import prepare_restore
 from .catalog import VerificationReport
 from .config import StagingTarget
 from .errors import BackupPipelinesError, ConfigError, RefusedError, ToolError, VerificationFailed, tail
 from .mysql_client import connect
 from .process import capture
-from .restore import restore_chain
 from .session import Session
 from .verify import table_fingerprints
 
@@ -144,6 +144,7 @@ def staging_restore(
     """
     t = staging_target(session, name, host)
     wanted = session.catalog.resolve(host, backup_id=backup_id, at=at)  # fail before stopping anything
+    restore = prepare_restore(session, host, backup_id=wanted.id if at is None else None, at=at)
     started = datetime.now(UTC)
     datadir = t.datadir.absolute()
     aside = datadir.with_name(datadir.name + ".bp-previous")
@@ -162,7 +163,7 @@ def staging_restore(
         moved = True
     t0 = time.monotonic()
     try:
-        result = restore_chain(session, host, datadir, backup_id=wanted.id)
+        result = restore(datadir)
         if t.owner and os.geteuid() == 0:
             for p in [datadir, *datadir.rglob("*")]:
                 shutil.chown(p, t.owner, t.owner)

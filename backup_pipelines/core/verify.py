@@ -20,10 +20,10 @@ from typing import Any
 
 import pymysql
 
+from .binlog.replay import prepare_restore
 from .catalog import VerificationReport
 from .errors import BackupPipelinesError, VerificationFailed
 from .mysqld import MariaDBServer
-from .restore import restore_chain
 from .session import Session
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def verify_backup(
     chain = [wanted.id]
     t0 = t1 = t2 = time.monotonic()
     try:
-        result = restore_chain(session, host, sandbox / "datadir", backup_id=wanted.id, progress=progress)
+        restore = prepare_restore(session, host, backup_id=wanted.id if at is None else None, at=at, progress=progress)
+        result = restore(sandbox / "datadir")
         chain = result.chain
         t1 = time.monotonic()
         server = MariaDBServer(sandbox / "datadir", sandbox / "run", binary=hcfg.server_binary, skip_grant_tables=True)

@@ -68,6 +68,14 @@ def test_push_and_restore_to_the_second(source, make_config, repo_key, tmp_path)
     assert r2["backup_id"].endswith("-incremental")
     restore_and_compare(config, tmp_path, "t3", iso(t3), fp3)
 
+    out = cli(config, "check", "--host", "db1", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)["binlogs"]
+    assert report["gaps"] == [] and report["latest_restorable"] >= iso(t3)
+    out = cli(config, "verify", "--host", "db1", "--at", iso(t2), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["tables"]["pitr.ticks"]["checksum"] == fp2["pitr.ticks"]["checksum"]
+
     # After the newest archived point: refused with exit 3, the target untouched, the latest time named.
     target = tmp_path / "restores" / "future"
     out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--at", iso(t3 + 3600))
@@ -122,6 +130,8 @@ def test_purged_binlog_is_a_gap_on_s3(source, make_config, s3_server, s3_bucket,
     out = cli(config, "binlog", "push", "--host", "db1", "--json")
     assert out.returncode == 4  # the old backup's gap is still retained
     restore_and_compare(config, tmp_path, "after-gap", iso(t_ok), fp_ok)
+    out = cli(config, "check", "--host", "db1")
+    assert out.returncode == 4 and "binlog gap" in out.stdout, out.stdout
 
     target = tmp_path / "restores" / "gtid"
     out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--gtid", gtid, "--json")
