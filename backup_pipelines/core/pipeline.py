@@ -20,7 +20,7 @@ from .codec import CallableSink, encode_chain
 from .config import ThrottleSettings
 from .errors import BackupPipelinesError, StorageError, ToolError, tail
 from .process import Tool, describe, enlarge_pipe
-from .scheduling import run_lowered
+from .scheduling import lower_session, run_lowered
 from .session import Session
 
 READ_SIZE = 1024 * 1024
@@ -185,6 +185,8 @@ def _stream_command(
             backup_id=backup_id,
         ) as tool:
             tools.append(tool)
+            if throttle is not None:
+                lower_session(tool.proc.pid, throttle)
             try:
                 source_size = pump(tool, head.write, progress, last if stdout_marker else None, rate)
             except BackupPipelinesError as err:
