@@ -83,7 +83,9 @@ def _config(args: argparse.Namespace) -> Config:
 
     cfg = load_config(args.config)
     if getattr(args, "repository", None):  # e.g. an offsite copy restored after the primary was lost
-        cfg = cfg.model_copy(update={"repository": cfg.repository.model_copy(update={"url": args.repository})})
+        from .core.config import override_repository_url
+
+        cfg = override_repository_url(cfg, args.repository)
     return cfg
 
 
@@ -168,10 +170,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from .binlog_cli import restore_point
     from .core.restore import restore_chain
 
     with _session(args) as s, _progress(not args.json, f"restore of {args.host}") as bar:
-        res = restore_chain(s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar)
+        res = restore_point(args, s, bar) or restore_chain(
+            s, args.host, Path(args.target_datadir), backup_id=args.backup_id, at=args.at, progress=bar
+        )
     if args.json:
         _print_json(res.__dict__)
     else:
@@ -181,6 +186,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
             f"move {res.copy_back_seconds:.1f}s). Start it with: mariadbd --datadir={res.target}"
             + (" (chown -R mysql:mysql it first)" if os.geteuid() == 0 else "")
         )
+        if res.binlog and "transactions" in res.binlog:
+            b = res.binlog
+            print(
+                f"replayed {b['transactions']} transaction(s) of archived binlog up to {b['point'] or b['last_gtid']} "
+                f"(last GTID {b['last_gtid'] or '-'}); latest restorable time {b['latest_restorable']}"
+            )
     return 0
 
 
@@ -469,7 +480,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-datadir", required=True)
     g = r.add_mutually_exclusive_group()
     g.add_argument("--backup-id")
-    g.add_argument("--at", help="ISO 8601 time: the newest backup finished at or before it")
+    g.add_argument(
+        "--at", help="ISO 8601 time (zone-less = UTC): exactly that second by binlog replay where binlogs are archived"
+    )
+    g.add_argument("--gtid", help="replay the archived binlogs up to and including this GTID (domain-server-seq)")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_restore)
 
@@ -538,6 +552,10 @@ def build_parser() -> argparse.ArgumentParser:
     off.add_argument("--json", action="store_true")
     off.set_defaults(func=cmd_offsite)
 
+    from .binlog_cli import add_parsers as add_binlog_parsers
+
+    add_binlog_parsers(sub)
+
     kg = sub.add_parser("keygen", help="print a new repository encryption key")
     kg.set_defaults(func=cmd_keygen)
 
@@ -554,7 +572,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM (a worker deadline, systemd, Dagster) unwinds like Ctrl-C: tools are killed, temp files go."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     producer = None
     if "--" in argv and "stream" in argv[: argv.index("--")]:
@@ -576,6 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("backup-pipelines: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("backup-pipelines: terminated (SIGTERM); running tools were stopped", file=sys.stderr)
+        return 143
     except BrokenPipeError:
         return 141
     except Exception as err:

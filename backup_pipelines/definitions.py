@@ -1,8 +1,9 @@
 """The code location: `dagster dev -w workspace.yaml` loads `defs` from here.
 
-The config is $BACKUP_PIPELINES_CONFIG; without it, the embedded defaults: a demo estate
-under $BACKUP_PIPELINES_DEMO_DIR (default .demo/dagster) with a local encrypted
-repository and one host, `demo`, whose throwaway MariaDB starts on first use.
+Importing this module starts and reads nothing: `defs` is a lazy `@definitions` entry point
+that Dagster calls when it loads the location. It builds the definitions from the config
+named by $BACKUP_PIPELINES_CONFIG; `./dev dagster` (or `backup-pipelines demo-env up`)
+starts the demo estate and sets that variable.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from dagster import Definitions
+from dagster import Definitions, definitions
 
 from .core.config import CONFIG_ENV, load_config
+from .defs.accepted_previews import accepted_previews
 from .defs.assets.backups import build_backup_assets
 from .defs.assets.logical import build_logical_assets, build_offsite_assets
 from .defs.assets.restore_points import build_restore_point_assets
@@ -23,14 +25,18 @@ from .defs.schedules import build_schedules
 from .defs.sensors import (
     build_failure_notifier,
     build_prune_after_verification,
+    build_restore_window,
     build_rpo_monitor,
     build_verify_after_base,
 )
 
-DEMO_DIR_ENV = "BACKUP_PIPELINES_DEMO_DIR"
-
 
 def build_definitions(config_path: str | Path) -> Definitions:
+    with accepted_previews():
+        return _build(config_path)
+
+
+def _build(config_path: str | Path) -> Definitions:
     cfg = load_config(config_path)
     fleet = fleet_from_path(config_path)
     jobs = build_jobs(cfg)
@@ -45,6 +51,7 @@ def build_definitions(config_path: str | Path) -> Definitions:
         jobs=list(jobs.values()),
         schedules=build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB], jobs.get(OFFSITE_JOB)),
         sensors=[
+            build_restore_window(cfg),
             build_verify_after_base(cfg, jobs[VERIFY_JOB]),
             build_rpo_monitor(cfg),
             build_prune_after_verification(cfg, jobs[RETENTION_JOB]),
@@ -54,13 +61,23 @@ def build_definitions(config_path: str | Path) -> Definitions:
     )
 
 
-def default_config_path() -> Path:
+class ConfigNotSet(RuntimeError):
+    """The code location was loaded without $BACKUP_PIPELINES_CONFIG."""
+
+
+def config_path_from_env() -> Path:
     env = os.environ.get(CONFIG_ENV)
-    if env:
-        return Path(env)
-    from .demo import ensure_demo_environment
+    if not env:
+        raise ConfigNotSet(
+            f"{CONFIG_ENV} is not set: the code location needs the fleet's config file. Set "
+            f"{CONFIG_ENV}=/etc/backup-pipelines/config.yaml (or wherever it lives) in the environment of "
+            "the webserver, the daemon and the code server; for the demo estate run `./dev dagster`, "
+            "which starts it and sets the variable (or export "
+            f"{CONFIG_ENV}=$(backup-pipelines demo-env up))."
+        )
+    return Path(env)
 
-    return ensure_demo_environment(Path(os.environ.get(DEMO_DIR_ENV, ".demo/dagster")), start_server=False)
 
-
-defs = build_definitions(default_config_path())
+@definitions
+def defs() -> Definitions:
+    return build_definitions(config_path_from_env())

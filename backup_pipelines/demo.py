@@ -18,7 +18,7 @@ import yaml
 from .core.backup import run_physical_backup
 from .core.config import parse_config
 from .core.crypto import generate_key_text
-from .core.errors import RefusedError
+from .core.errors import RefusedError, ToolError
 from .core.mysqld import MariaDBServer, free_port
 from .core.restore import restore_chain
 from .core.session import Session
@@ -48,9 +48,12 @@ def prepare_work_dir(work: Path) -> None:
     (work / MARKER).write_text("created by backup-pipelines demo; safe to delete\n")
 
 
-def demo_config(work: Path, server: MariaDBServer) -> dict[str, Any]:
-    """The embedded defaults: local filesystem repository, zstd, encrypted, one host."""
-    return {
+DEMO_STAGING = "demo_staging"
+
+
+def demo_config(work: Path, server: MariaDBServer, *, staging: bool = False) -> dict[str, Any]:
+    """The embedded defaults: local filesystem repository, zstd, encrypted, one host (+ its staging server)."""
+    doc: dict[str, Any] = {
         "repository": {
             "url": f"file://{work / 'repository'}",
             "compression": "zstd",
@@ -67,6 +70,37 @@ def demo_config(work: Path, server: MariaDBServer) -> dict[str, Any]:
         },
         "work_dir": str(work / "tmp"),
     }
+    if staging:
+        doc["staging"] = {DEMO_STAGING: staging_entry(work)}
+    return doc
+
+
+def _staging_server(work: Path) -> MariaDBServer:
+    return MariaDBServer(work / "staging" / "data", work / "staging" / "run", buffer_pool="64M")
+
+
+def staging_entry(work: Path) -> dict[str, Any]:
+    """A staging server run the way an init system would: start-stop-daemon with a pid file.
+
+    Staging restores stop it, swap its datadir and start it again by these commands, as
+    `systemctl stop/start mariadb` would on a real staging machine.
+    """
+    import getpass
+
+    server = _staging_server(work)
+    ssd = shutil.which("start-stop-daemon") or "/usr/sbin/start-stop-daemon"
+    pidfile = str(work / "staging" / "run" / "daemon.pid")
+    return {
+        "staging": True,
+        "source_host": DEMO_HOST,
+        "datadir": str(server.datadir),
+        "socket": str(server.socket),
+        "user": getpass.getuser(),  # unix_socket account made by mariadb-install-db (source and staging alike)
+        "start_command": [ssd, "--start", "--background", "--make-pidfile", "--pidfile", pidfile, "--exec",
+                          server.command()[0], "--", *server.command()[1:]],
+        "stop_command": [ssd, "--stop", "--oknodo", "--pidfile", pidfile, "--retry", "TERM/60/KILL/5",
+                         "--remove-pidfile"],
+    }  # fmt: skip
 
 
 def start_demo_server(work: Path) -> MariaDBServer:
@@ -132,11 +166,46 @@ def ensure_demo_environment(work: Path, *, start_server: bool = True) -> Path:
             _write_secret(secrets / "demo.password", generate_key_text()[-24:])
         if not (secrets / "repo.key").exists():
             _write_secret(secrets / "repo.key", generate_key_text())
+    if "staging" not in (yaml.safe_load(config_path.read_text()) if config_path.exists() else {}):
+        # New, or made by a version without a staging server: (re)write it; secrets are kept.
         server = MariaDBServer(work / "mariadb" / "data", work / "mariadb" / "run")
-        config_path.write_text(yaml.safe_dump(demo_config(work, server), sort_keys=False))
+        config_path.write_text(yaml.safe_dump(demo_config(work, server, staging=True), sort_keys=False))
     if start_server:
         _ensure_server(work)
+        _ensure_staging_server(work)
     return config_path
+
+
+def _ensure_staging_server(work: Path) -> None:
+    """The staging target beside the source: an empty server that staging restores overwrite."""
+    import subprocess
+
+    from .core.config import StagingTarget
+    from .core.staging import connect_target
+
+    entry = staging_entry(work)
+    server = _staging_server(work)
+    if not server.datadir.exists():
+        MariaDBServer.initialize(server.datadir)
+    server.run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server.connect().close()
+        return
+    except Exception:
+        pass
+    res = subprocess.run(entry["start_command"], capture_output=True, text=True, timeout=120, check=False)
+    if res.returncode != 0:
+        raise ToolError(
+            "could not start the demo staging server",
+            command=" ".join(entry["start_command"]),
+            stderr_tail=res.stderr or server.error_log_tail(),
+        )
+    try:
+        connect_target(StagingTarget.model_validate(entry), timeout=90).close()
+    except ToolError as err:
+        raise ToolError(
+            err.message, stderr_tail=server.error_log_tail(), hint="read the staging server's error log"
+        ) from None
 
 
 def _ensure_server(work: Path) -> MariaDBServer:
@@ -159,8 +228,12 @@ def _ensure_server(work: Path) -> MariaDBServer:
 
 def stop_demo_environment(work: Path) -> bool:
     import signal
+    import subprocess
 
-    pid_file = work.absolute() / "mariadb" / "run" / "mysqld.pid"
+    work = work.absolute()
+    if (work / "staging" / "run" / "daemon.pid").exists():
+        subprocess.run(staging_entry(work)["stop_command"], capture_output=True, timeout=120, check=False)
+    pid_file = work / "mariadb" / "run" / "mysqld.pid"
     if not pid_file.exists():
         return False
     try:

@@ -3,6 +3,7 @@
     stream_peers         stream put/get against s5cmd, the AWS CLI and boto3 on one moto server
     physical_vs_logical  full/incremental backups against their floors, restore against re-import
     memory               peak RSS of backup and restore on 2 and 4 GiB compressible streams, against zstd
+    production_cost      sysbench TPS and latency before/during our backups and the plain pipeline's
 
 Each writes its raw numbers (JSON) and a chart (PNG) to benchmarks/results/ and prints every
 figure beside its peer. Nothing here passes or fails. `--only NAME` runs one of them; other
@@ -20,6 +21,7 @@ BENCHMARKS = {
     "stream_peers": {"quick": ["--quick"]},
     "physical_vs_logical": {"quick": ["--size-mb", "256", "--incrementals", "2", "--rounds", "1"]},
     "memory": {"quick": ["--quick"]},
+    "production_cost": {"quick": ["--tables", "2", "--table-size", "20000", "--threads", "2", "--rounds", "1"]},
 }
 
 

@@ -46,7 +46,12 @@ def run_physical_backup(
     codec = session.codec
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
 
-    with host_lock(cfg.work_dir, host, f"backup {kind}"):
+    started = datetime.now(UTC)
+    backup_id = new_backup_id(kind, started)
+    with (
+        host_lock(cfg.work_dir, host, f"backup {kind}", kind="physical"),  # a full and an incremental never overlap
+        catalog.lease(host, [backup_id], purpose=f"{kind} backup"),  # cleanup anywhere leaves it alone
+    ):
         removed = catalog.cleanup_orphans(host, timedelta(hours=cfg.orphan_grace_hours))
         if removed:
             log.info("removed %d orphaned object(s) of interrupted runs of %s", len(removed), host)
@@ -64,8 +69,6 @@ def run_physical_backup(
             if parent.to_lsn is None:
                 raise ChainError(f"parent {parent.id} records no to_lsn", host=host, backup_id=parent.id)
 
-        started = datetime.now(UTC)
-        backup_id = new_backup_id(kind, started)
         data_key = catalog.object_key(host, backup_id, f"data.{engine.stream_format}{codec.suffix}")
         t0 = time.monotonic()
 
@@ -91,6 +94,7 @@ def run_physical_backup(
                 stderr_marker=SUCCESS_MARKER,
                 progress=progress,
                 size_hint=catalog.size_hints(host, kind).get("data"),
+                throttle=hcfg.throttle,
             )
             try:
                 checkpoints = parse_checkpoints((lsn_dir / "xtrabackup_checkpoints").read_text())
@@ -147,6 +151,6 @@ def run_physical_backup(
             binlog=BinlogInfo(**tool_info.binlog.__dict__) if tool_info.binlog else None,
             labels=labels or {},
         )
-        catalog.write_manifest(manifest)  # the commit point
+        catalog.commit_manifest(manifest)  # the commit point, once its objects are confirmed
         log.info("%s backup %s of %s committed: %d bytes stored", kind, backup_id, host, streamed.size)
         return manifest

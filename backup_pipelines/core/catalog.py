@@ -5,15 +5,17 @@ Layout under the repository root:
     hosts/<host>/backups/<id>/data.<format>[.zst][.enc]   the backup stream(s)
     hosts/<host>/backups/<id>/manifest.json               commit point (encrypted when a key is set)
     hosts/<host>/verifications/<id>/<timestamp>.json      restore-verification reports
-    hosts/<host>/leases/<uuid>.json                        restores in progress (prune keeps their chain)
+    hosts/<host>/leases/<uuid>.json                        runs in progress: backups being written
+                                                           (cleanup keeps them) or read (prune keeps them)
 
 A backup directory without a manifest is an interrupted run: never listed, and
-removed by `cleanup_orphans` once older than the grace period.
+removed by `cleanup_orphans` once older than the grace period and no live lease names it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,8 +27,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from .codec import Codec
+from .config import HOST_NAME
 from .crypto import SCHEME, Keyring, decrypt_bytes, encrypt_bytes, peek_key_id
-from .errors import ChainError, IntegrityError, NotFoundError, WrongKeyError
+from .errors import ChainError, ConfigError, IntegrityError, NotFoundError, StorageError, WrongKeyError
+from .leases import DEFAULT_TTL, Lease, is_live
 from .repository import Repository
 
 Kind = Literal["full", "incremental", "dump"]
@@ -114,6 +118,10 @@ def new_backup_id(kind: Kind, now: datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{kind}"
 
 
+TIME_HELP = "an ISO 8601 time such as 2026-11-20T04:00:00Z or 2026-11-20 04:00+01:00 (no zone means UTC)"
+BACKUP_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+-]{0,127}$")
+
+
 def _parse_ts(value: str | datetime) -> datetime:
     dt = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
     if dt.tzinfo is None:
@@ -121,20 +129,48 @@ def _parse_ts(value: str | datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
+def parse_point_in_time(value: str | datetime, what: str = "--at") -> datetime:
+    """An operator's point in time, in UTC; a ConfigError naming the input when it is not one."""
+    try:
+        return _parse_ts(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ConfigError(f"{what} {value!r} is not a time", hint=f"give {TIME_HELP}") from None
+
+
+def check_host_name(host: str) -> str:
+    if not HOST_NAME.match(host):
+        raise ConfigError(
+            f"host name {host!r} is not valid: it must match {HOST_NAME.pattern}",
+            hint="pass a host name as listed under hosts: in the config",
+        )
+    return host
+
+
+def check_backup_id(backup_id: str) -> str:
+    if not BACKUP_ID.match(backup_id):
+        raise ConfigError(
+            f"backup id {backup_id!r} is not valid: ids look like 20261120T040000123Z-full",
+            backup_id=backup_id,
+            hint="copy the id from `backup-pipelines list --host HOST`",
+        )
+    return backup_id
+
+
 class Catalog:
     """Reads and writes manifests; resolves points in time and chains."""
 
-    def __init__(self, repo: Repository, keyring: Keyring) -> None:
+    def __init__(self, repo: Repository, keyring: Keyring, *, lease_seconds: float = DEFAULT_TTL) -> None:
         self.repo = repo
         self.keyring = keyring
+        self.lease_seconds = lease_seconds
 
     # -- keys -------------------------------------------------------------------------
     @staticmethod
     def host_prefix(host: str) -> str:
-        return f"hosts/{host}/"
+        return f"hosts/{check_host_name(host)}/"
 
     def backup_prefix(self, host: str, backup_id: str) -> str:
-        return f"{self.host_prefix(host)}backups/{backup_id}/"
+        return f"{self.host_prefix(host)}backups/{check_backup_id(backup_id)}/"
 
     def manifest_key(self, host: str, backup_id: str) -> str:
         return self.backup_prefix(host, backup_id) + MANIFEST
@@ -168,6 +204,26 @@ class Catalog:
     # -- manifests ----------------------------------------------------------------------
     def write_manifest(self, m: BackupManifest) -> None:
         self.repo.put_bytes(self.manifest_key(m.host, m.id), self.seal_json(m.model_dump(mode="json")))
+
+    def commit_manifest(self, m: BackupManifest) -> None:
+        """Write a new backup's manifest, but only once every object it names is confirmed stored.
+
+        A manifest naming a missing object would list a backup that cannot be restored; the
+        stat (HEAD on S3) catches an object removed or never committed since it was written.
+        """
+        for obj in m.objects:
+            info = self.repo.stat(obj.key)
+            if info is None or info.size != obj.size:
+                found = "is missing" if info is None else f"is {info.size} bytes, {obj.size} were written"
+                raise StorageError(
+                    f"backup {m.id} of {m.host} was not committed: its object {found}",
+                    host=m.host,
+                    backup_id=m.id,
+                    key=self.repo.describe(obj.key),
+                    hint="something removed it while the run was writing (a cleanup or prune on another "
+                    "worker, or a bucket lifecycle rule); run the backup again",
+                )
+        self.write_manifest(m)
 
     def read_manifest(self, host: str, backup_id: str) -> BackupManifest:
         key = self.manifest_key(host, backup_id)
@@ -252,7 +308,7 @@ class Catalog:
             return m
         backups = self.list_backups(host, kinds=kinds)
         if at is not None:
-            when = _parse_ts(at)
+            when = parse_point_in_time(at)
             backups = [m for m in backups if m.finished_at <= when]
             if not backups:
                 raise NotFoundError(
@@ -333,7 +389,12 @@ class Catalog:
 
     # -- orphans of interrupted runs -----------------------------------------------------
     def orphans(self, host: str, older_than: datetime) -> list[str]:
-        """Backup directories with objects but no manifest, last written before `older_than`."""
+        """Backup directories with objects but no manifest, last written before `older_than`, unleased.
+
+        The order matters: objects are listed first and leases read after, so any object seen
+        was written after its run's lease (a run leases first); a directory is dropped if its
+        manifest appeared meanwhile (the run committed and let its lease go since the listing).
+        """
         prefix = f"{self.host_prefix(host)}backups/"
         newest: dict[str, datetime] = {}
         has_manifest: set[str] = set()
@@ -343,9 +404,14 @@ class Catalog:
                 has_manifest.add(bid)
             mod = info.modified or datetime.now(UTC)
             newest[bid] = max(newest.get(bid, mod), mod)
-        return sorted(b for b, t in newest.items() if b not in has_manifest and t < older_than)
+        stale = [b for b, t in newest.items() if b not in has_manifest and t < older_than]
+        if not stale:
+            return []
+        leased = self.leased_ids(host)
+        return sorted(b for b in stale if b not in leased and not self.repo.exists(self.manifest_key(host, b)))
 
     def cleanup_orphans(self, host: str, grace: timedelta) -> list[str]:
+        """Remove what interrupted runs left; never anything a live lease names, whatever the grace."""
         cutoff = datetime.now(UTC) - grace
         removed: list[str] = []
         for bid in self.orphans(host, cutoff):
@@ -357,7 +423,19 @@ class Catalog:
             if m.status == "deleting":
                 self.delete_backup(m)
                 removed.append(self.manifest_key(host, m.id))
-        removed.extend(self.repo.cleanup_incomplete(self.host_prefix(host), cutoff))
+        backups = f"{self.host_prefix(host)}backups/"
+        leased: set[str] | None = None
+
+        def in_flight(key: str) -> bool:
+            # Called by the driver after it has listed the incomplete writes (same ordering as orphans).
+            nonlocal leased
+            if not key.startswith(backups):
+                return False
+            if leased is None:
+                leased = self.leased_ids(host)
+            return key[len(backups) :].split("/", 1)[0] in leased
+
+        removed.extend(self.repo.cleanup_incomplete(self.host_prefix(host), cutoff, keep=in_flight))
         return removed
 
     # -- verification reports ---------------------------------------------------------
@@ -375,21 +453,15 @@ class Catalog:
         reports = [VerificationReport.model_validate(self.open_json(self.repo.get_bytes(k), k)) for k in keys]
         return sorted(reports, key=lambda r: r.finished_at)
 
-    # -- leases: restores in progress ---------------------------------------------------
+    # -- leases: runs in progress (see leases.py) -------------------------------------
     @contextmanager
-    def lease(self, host: str, backup_ids: list[str], *, purpose: str, hours: float = 24) -> Iterator[str]:
-        """Mark backups as being read so prune leaves them alone until the lease ends or expires."""
-        key = f"{self.host_prefix(host)}leases/{uuid.uuid4().hex}.json"
-        doc = {
-            "backup_ids": backup_ids,
-            "purpose": purpose,
-            "expires_at": (datetime.now(UTC) + timedelta(hours=hours)).isoformat(),
-        }
-        self.repo.put_bytes(key, self.seal_json(doc))
+    def lease(self, host: str, backup_ids: list[str], *, purpose: str, ttl: float | None = None) -> Iterator[str]:
+        """Hold a renewed lease on backups being written or read, for as long as the block runs."""
+        held = Lease(self, host, backup_ids, purpose=purpose, ttl=ttl or self.lease_seconds).start()
         try:
-            yield key
+            yield held.key
         finally:
-            self.repo.delete([key])
+            held.stop()
 
     def leased_ids(self, host: str, now: datetime | None = None) -> set[str]:
         now = now or datetime.now(UTC)
@@ -399,6 +471,6 @@ class Catalog:
                 doc = self.open_json(self.repo.get_bytes(info.key), info.key)
             except (NotFoundError, IntegrityError):
                 continue
-            if _parse_ts(doc["expires_at"]) > now:
+            if is_live(doc, info.modified, now):
                 ids.update(doc["backup_ids"])
         return ids

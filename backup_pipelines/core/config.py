@@ -138,6 +138,53 @@ class Schedules(_Model):
         return f"*/{m} * * * *" if m < 60 else ("0 0 * * *" if m == 1440 else f"0 */{m // 60} * * *")
 
 
+_RATE = re.compile(r"^([0-9]+)([KMG]?)$")
+
+
+def byte_rate(value: object) -> object:
+    """`64M`-style byte counts (K/M/G are powers of 1024) to an int; anything else is left to pydantic."""
+    if isinstance(value, str):
+        m = _RATE.match(value.strip())
+        if not m:
+            raise ValueError(f"{value!r} is not a byte rate like 52428800, 512K, 50M or 1G (per second)")
+        return int(m.group(1)) * 1024 ** "_KMG".index(m.group(2) or "_")
+    return value
+
+
+class ThrottleSettings(_Model):
+    """How hard a backup of this host may lean on it: what XtraBackup's --throttle and WAL-G's rate limits offer.
+
+    Unset means unthrottled. `engine_iops` is the tools' --throttle: read+write pairs per second of the
+    datadir copy (XtraBackup documents its chunk as 10 MB; incrementals count reads only); `stream_bytes_per_second`
+    bounds the backup stream we read from the tool (before compression), which paces the tool through
+    the pipe; `compression_threads` overrides the repository's; `nice` and `ionice_class` lower the CPU and
+    IO priority of the whole pipeline: the tool, our compression, encryption and upload threads.
+    """
+
+    engine_iops: Annotated[int, Field(ge=1)] | None = None
+    stream_bytes_per_second: Annotated[int, Field(ge=64 * 1024)] | None = None
+    compression_threads: Annotated[int, Field(ge=0, le=64)] | None = None  # None: repository.compression_threads
+    nice: Annotated[int, Field(ge=0, le=19)] | None = None
+    # The kernel honours IO classes only under the bfq (and old cfq) IO schedulers.
+    ionice_class: Literal["best-effort", "idle"] | None = None
+    ionice_level: Annotated[int, Field(ge=0, le=7)] | None = None  # best-effort only; 7 is the lowest
+
+    @field_validator("stream_bytes_per_second", mode="before")
+    @classmethod
+    def _rate(cls, v: object) -> object:
+        return byte_rate(v)
+
+    @model_validator(mode="after")
+    def _ionice(self) -> ThrottleSettings:
+        if self.ionice_level is not None and self.ionice_class != "best-effort":
+            raise ValueError("ionice_level needs ionice_class: best-effort (the idle class has no levels)")
+        return self
+
+    @property
+    def lowers_priority(self) -> bool:
+        return self.nice is not None or self.ionice_class is not None
+
+
 class HostConfig(_Model):
     engine: Literal["mariabackup", "xtrabackup", "innobackupex"] = "mariabackup"
     datadir: Path
@@ -153,6 +200,7 @@ class HostConfig(_Model):
     # Buffer pool for --prepare (--use-memory): the main lever on restore time; the tools' default is 100M.
     prepare_memory: Annotated[str, Field(pattern=r"^[0-9]+[KMG]?$")] = "1G"
     extra_backup_args: list[str] = []
+    throttle: ThrottleSettings = ThrottleSettings()
     transport: Transport = LocalTransport()
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
@@ -272,6 +320,9 @@ class Config(_Model):
     orchestration: Orchestration = Orchestration()
     work_dir: Path = Path("/var/tmp/backup-pipelines")
     orphan_grace_hours: Annotated[float, Field(ge=0)] = 6.0
+    # A running backup or restore renews its repository lease every lease_seconds / 4; a dead run's
+    # lease lapses after lease_seconds, and only then may cleanup remove what it left.
+    lease_seconds: Annotated[float, Field(ge=1, le=3600)] = 120.0
 
     @field_validator("hosts")
     @classmethod
@@ -305,6 +356,16 @@ class Config(_Model):
                 host=name,
                 hint="check --host, or add the host under hosts: in the config file",
             ) from None
+
+
+def override_repository_url(cfg: Config, url: str) -> Config:
+    """The config with another repository URL (`--repository`), validated like the file's."""
+    try:
+        repo = RepositoryConfig.model_validate({**cfg.repository.model_dump(), "url": url})
+    except ValidationError as err:
+        msg = err.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--repository {url!r}: {msg}", hint="e.g. --repository file:///restored/copy") from None
+    return cfg.model_copy(update={"repository": repo})
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -90,9 +90,12 @@ def run_dump(
     catalog = session.catalog
     codec = session.codec
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
-    with host_lock(cfg.work_dir, host, "logical dump"):
-        started = datetime.now(UTC)
-        backup_id = new_backup_id("dump", started)
+    started = datetime.now(UTC)
+    backup_id = new_backup_id("dump", started)
+    with (
+        host_lock(cfg.work_dir, host, "logical dump", kind="dump"),  # never waits for physical backups
+        catalog.lease(host, [backup_id], purpose="logical dump"),  # cleanup anywhere leaves it alone
+    ):
         databases = databases_of(hcfg, host)
         if not databases:
             raise NotFoundError(
@@ -135,6 +138,7 @@ def run_dump(
                         progress=tick,
                         cwd=cwd,
                         size_hint=hints.get(name),
+                        throttle=hcfg.throttle,
                     )
                     done.append(s)
                     names.append(name)
@@ -196,7 +200,7 @@ def run_dump(
             databases=databases,
             labels={"for_date": (for_date or finished.date()).isoformat()},
         )
-        catalog.write_manifest(manifest)
+        catalog.commit_manifest(manifest)
         log.info("dump %s of %s committed: %d objects, %d bytes", backup_id, host, len(done), manifest.size_bytes)
         return manifest
 

@@ -21,6 +21,7 @@ from typing import Any
 import pymysql
 
 from .errors import ToolError, tail
+from .process import capture
 
 
 def free_port() -> int:
@@ -110,7 +111,7 @@ class MariaDBServer:
             "--skip-test-db",
             *_run_as_args(),
         ]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        res = capture(cmd, what="initialising a datadir", timeout=600)
         if res.returncode != 0:
             raise ToolError(
                 "mariadb-install-db failed",

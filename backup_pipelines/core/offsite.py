@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import uuid
@@ -39,6 +38,7 @@ from .errors import (
     tail,
 )
 from .locks import host_lock
+from .process import capture
 from .repository import FileRepository, Repository
 from .session import Session
 
@@ -184,15 +184,7 @@ class Duplicity:
         argv = [self.binary(), *args, f"--log-file={logfile}"]
         log.info("offsite: %s", " ".join(argv))
         try:
-            res = subprocess.run(
-                argv,
-                env=self.env(decrypting=decrypting),
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                stdin=subprocess.DEVNULL,
-            )
+            res = capture(argv, what=what, env=self.env(decrypting=decrypting), timeout=timeout)
             records = parse_machine_log(logfile.read_text(errors="replace")) if logfile.exists() else []
         finally:
             logfile.unlink(missing_ok=True)
@@ -293,10 +285,11 @@ class Duplicity:
         if manifest is None:
             return False
         env = self.env(decrypting=True)
+        passphrase = env.pop("PASSPHRASE")  # gpg reads it from fd 0 only, never its environment
         with tempfile.TemporaryDirectory(dir=self.work_dir) as d:
             path = Path(d) / "m.gpg"
             path.write_bytes(manifest)
-            res = subprocess.run(
+            res = capture(
                 [
                     "gpg",
                     "--batch",
@@ -307,12 +300,10 @@ class Duplicity:
                     "--output=/dev/null",
                     str(path),
                 ],
-                input=env["PASSPHRASE"] + "\n",
-                capture_output=True,
-                text=True,
+                what="checking the offsite passphrase",
+                input=passphrase + "\n",
                 env=env,
                 timeout=120,
-                check=False,
             )
         if res.returncode != 0:
             raise WrongKeyError(

@@ -11,13 +11,16 @@ from __future__ import annotations
 import queue
 import subprocess
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .codec import CallableSink, encode_chain
+from .config import ThrottleSettings
 from .errors import BackupPipelinesError, StorageError, ToolError, tail
 from .process import Tool, describe, enlarge_pipe
+from .scheduling import run_lowered
 from .session import Session
 
 READ_SIZE = 1024 * 1024
@@ -36,13 +39,19 @@ class Streamed:
 
 
 def pump(
-    tool: Tool, write: Callable[[memoryview], object], progress: Progress | None, keep_tail: bytearray | None = None
+    tool: Tool,
+    write: Callable[[memoryview], object],
+    progress: Progress | None,
+    keep_tail: bytearray | None = None,
+    rate: int | None = None,
 ) -> int:
     """Copy the tool's stdout into `write`; return the byte count. Keeps the last bytes if asked.
 
     A reader thread drains the pipe into a small ring of buffers while this thread
     compresses, encrypts and writes, so the producer never waits on our processing (up
-    to RING buffers ahead), as it would not wait on `| zstd`.
+    to RING buffers ahead), as it would not wait on `| zstd`. With a `rate` (bytes/s) this
+    thread sleeps whenever it is ahead of it; the full ring and then the full pipe make
+    the tool wait too, so the tool reads the datadir no faster than the rate.
     """
     assert tool.proc.stdout is not None
     out = tool.proc.stdout
@@ -69,6 +78,7 @@ def pump(
     thread = threading.Thread(target=reader, name="pump-reader", daemon=True)
     thread.start()
     total = 0
+    t0 = time.monotonic()
     try:
         while True:
             item = filled.get()
@@ -87,6 +97,10 @@ def pump(
             free.put(buf)
             if progress:
                 progress(total)
+            if rate:
+                ahead = total / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
     finally:
         stop.set()
         free.put(bytearray(1))  # unblock a reader waiting for a buffer
@@ -107,13 +121,60 @@ def stream_command(
     progress: Progress | None = None,
     cwd: Path | None = None,
     size_hint: int | None = None,
+    throttle: ThrottleSettings | None = None,
 ) -> Streamed:
-    """`size_hint`: the stored size of the last such object, if any (sizes the upload's parts)."""
+    """Stream `cmd`'s stdout into the object `key`, under the host's `throttle` if given (see pump and
+    scheduling: a stream rate, compression threads, and the whole pipeline's nice/ionice).
+    `size_hint`: the stored size of the last such object, if any (sizes the upload's parts)."""
+    tools: list[Tool] = []
+
+    def work() -> Streamed:
+        return _stream_command(
+            session,
+            cmd,
+            key,
+            what=what,
+            host=host,
+            backup_id=backup_id,
+            stderr_marker=stderr_marker,
+            stdout_marker=stdout_marker,
+            progress=progress,
+            cwd=cwd,
+            size_hint=size_hint,
+            throttle=throttle,
+            tools=tools,
+        )
+
+    if throttle is None or not throttle.lowers_priority:
+        return work()
+    return run_lowered(throttle, work, cancel=lambda: [t.kill() for t in tools])
+
+
+def _stream_command(
+    session: Session,
+    cmd: list[str],
+    key: str,
+    *,
+    what: str,
+    host: str,
+    backup_id: str,
+    stderr_marker: str | None,
+    stdout_marker: bytes | None,
+    progress: Progress | None,
+    cwd: Path | None,
+    size_hint: int | None,
+    throttle: ThrottleSettings | None,
+    tools: list[Tool],
+) -> Streamed:
+    codec = session.codec
+    if throttle is not None and throttle.compression_threads is not None:
+        codec = replace(codec, threads=throttle.compression_threads)
+    rate = throttle.stream_bytes_per_second if throttle is not None else None
     writer = session.repo.open_writer(key, size_hint=size_hint)
     committed = False
     last = bytearray()
     try:
-        head, digest = encode_chain(session.codec, session.keyring, CallableSink(writer.write))
+        head, digest = encode_chain(codec, session.keyring, CallableSink(writer.write))
         with Tool(
             cmd,
             what=what,
@@ -123,8 +184,9 @@ def stream_command(
             host=host,
             backup_id=backup_id,
         ) as tool:
+            tools.append(tool)
             try:
-                source_size = pump(tool, head.write, progress, last if stdout_marker else None)
+                source_size = pump(tool, head.write, progress, last if stdout_marker else None, rate)
             except BackupPipelinesError as err:
                 tool.kill()
                 err.host, err.backup_id = err.host or host, err.backup_id or backup_id

@@ -16,9 +16,11 @@ import shlex
 import signal
 import subprocess
 import tempfile
+import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from .errors import ToolError, tail
 
@@ -39,8 +41,38 @@ def describe(cmd: list[str]) -> str:
     return shlex.join(cmd)
 
 
+def kill_group(proc: subprocess.Popen[Any], *, grace: float = 10.0) -> None:
+    """SIGTERM the child's process group (it was started in its own session), SIGKILL after `grace`.
+
+    The group, not the pid: a hung `sh -c` or `ssh` has children that would otherwise keep
+    running, and keep our pipes open, after their parent is gone.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            # the leader is gone; make sure nothing else of its group lingers
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def timed_out_hint(timeout: float) -> str:
+    return (
+        f"it was killed after its {timeout:g}s deadline; check the host for a hung tool, a full disk or a "
+        "stuck mount, then re-run (nothing was committed to the catalog)"
+    )
+
+
 class Tool:
-    """A started child process whose stderr is kept in a temp file."""
+    """A started child process whose stderr is kept in a temp file.
+
+    With `timeout`, a watchdog kills the tool's process group when the deadline passes,
+    whether or not anyone is reading its output; `check` then raises a ToolError saying so.
+    """
 
     def __init__(
         self,
@@ -53,11 +85,15 @@ class Tool:
         env: Mapping[str, str] | None = None,
         host: str | None = None,
         backup_id: str | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.cmd = cmd
         self.what = what
         self.host = host
         self.backup_id = backup_id
+        self.timeout = timeout
+        self.timed_out = False
+        self._watchdog: threading.Timer | None = None
         self._err = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         log.debug("running %s", describe(cmd))
         try:
@@ -79,6 +115,16 @@ class Tool:
                 command=describe(cmd),
                 hint=f"check that {cmd[0]} is installed and executable",
             ) from None
+        if timeout is not None:
+            self._watchdog = threading.Timer(timeout, self._expire)
+            self._watchdog.daemon = True
+            self._watchdog.start()
+
+    def _expire(self) -> None:
+        if self.proc.poll() is None:
+            self.timed_out = True
+            log.warning("%s: %s passed its %gs deadline; killing it", self.what, self.cmd[0], self.timeout)
+            kill_group(self.proc, grace=5.0)
 
     def stderr_text(self) -> str:
         self._err.flush()
@@ -98,6 +144,15 @@ class Tool:
         """Raise ToolError unless the tool exited 0 (and printed `marker`); return its stderr."""
         rc = self.proc.wait() if rc is None else rc
         text = self.stderr_text()
+        if self.timed_out:
+            raise ToolError(
+                f"{self.what}: {Path(self.cmd[0]).name} did not finish within {self.timeout:g}s",
+                host=self.host,
+                backup_id=self.backup_id,
+                command=describe(self.cmd),
+                stderr_tail=tail(text) or None,
+                hint=timed_out_hint(self.timeout or 0),
+            )
         if rc != 0:
             how = f"was killed by signal {-rc}" if rc < 0 else f"exited with status {rc}"
             raise ToolError(
@@ -120,6 +175,8 @@ class Tool:
         return text
 
     def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self.kill()
         self._err.close()
 
@@ -139,8 +196,9 @@ def run(
     env: Mapping[str, str] | None = None,
     host: str | None = None,
     backup_id: str | None = None,
+    timeout: float | None = None,
 ) -> str:
-    """Run to completion; return stderr text or raise ToolError."""
+    """Run to completion (killed after `timeout` seconds); return stderr text or raise ToolError."""
     with Tool(
         cmd,
         what=what,
@@ -150,8 +208,75 @@ def run(
         env=env,
         host=host,
         backup_id=backup_id,
+        timeout=timeout,
     ) as t:
         return t.check(marker=marker)
+
+
+@dataclass(frozen=True)
+class Captured:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def capture(
+    cmd: list[str],
+    *,
+    what: str,
+    timeout: float,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    host: str | None = None,
+) -> Captured:
+    """Run a short command to completion under a deadline; its exit status is the caller's to judge.
+
+    Output goes to temp files, not pipes: a daemon a start command leaves behind inherits them
+    without making us wait for its end. `input` is written to stdin (a pipe, so a secret given
+    this way reaches the child by file descriptor). Past the deadline the process group is
+    killed and a ToolError names the command and the host.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise ToolError(
+                f"{what}: cannot start {cmd[0]}: {e.strerror}",
+                host=host,
+                command=describe(cmd),
+                hint=f"check that {cmd[0]} is installed and executable",
+            ) from None
+        try:
+            proc.communicate(input.encode() if input is not None else None, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc, grace=5.0)
+            err.seek(0)
+            raise ToolError(
+                f"{what}: {Path(cmd[0]).name} did not finish within {timeout:g}s",
+                host=host,
+                command=describe(cmd),
+                stderr_tail=tail(err.read()) or None,
+                hint=timed_out_hint(timeout),
+            ) from None
+        except BaseException:
+            kill_group(proc, grace=1.0)
+            raise
+        out.seek(0)
+        err.seek(0)
+        return Captured(
+            proc.returncode,
+            out.read().decode("utf-8", errors="replace"),
+            err.read().decode("utf-8", errors="replace"),
+        )
 
 
 class PipeFeeder:

@@ -14,15 +14,15 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from .catalog import BackupManifest, StoredObject
 from .codec import Buffer, Digest, Stage, decode_stages
-from .engines import SUCCESS_MARKER, PhysicalEngine, engine_for
-from .errors import BackupPipelinesError, IntegrityError, RefusedError, ToolError, WrongKeyError
+from .engines import SUCCESS_MARKER, PhysicalEngine, engine_named
+from .errors import BackupPipelinesError, ChainError, IntegrityError, RefusedError, ToolError, WrongKeyError
 from .process import PipeFeeder, Tool, describe, run
 from .session import Session
 
@@ -190,6 +190,41 @@ def fetch_into_command(
     return n
 
 
+def restore_engine(session: Session, host: str, chain: list[BackupManifest]) -> PhysicalEngine:
+    """The engine recorded in the chain's manifests, whatever the host is configured with today."""
+    engines = {m.engine for m in chain}
+    if len(engines) > 1:
+        raise ChainError(
+            f"the chain of {chain[-1].id} mixes engines ({', '.join(sorted(engines))}); one tool cannot prepare it",
+            host=host,
+            backup_id=chain[-1].id,
+            hint="restore a point whose chain one engine took (`list` shows them)",
+        )
+    return engine_named(chain[0].engine, session.config.hosts.get(host))
+
+
+def _settle(futures: list[Future[int]]) -> None:
+    """Wait for every extraction (cancelling those not started) and raise the first error of any.
+
+    Each future is awaited by itself, so no extraction's error is lost: the first (in chain
+    order) is raised, later ones are attached to it as notes, and the error that ended the
+    prepare, if any, stays its context.
+    """
+    errors: list[BaseException] = []
+    for f in futures:
+        if f.cancel():
+            continue
+        err = f.exception()  # blocks until that extraction has ended
+        if err is not None:
+            errors.append(err)
+    if not errors:
+        return
+    first = errors[0]
+    for other in errors[1:]:
+        first.add_note(f"also: {other}")
+    raise first
+
+
 def restore_chain(
     session: Session,
     host: str,
@@ -204,7 +239,7 @@ def restore_chain(
     catalog = session.catalog
     wanted = catalog.resolve(host, backup_id=backup_id, at=at)
     chain = catalog.chain(host, wanted.id)
-    engine = engine_for(session.config.host(host))
+    engine = restore_engine(session, host, chain)
     total = sum(o.size for m in chain for o in m.objects)
     done = 0
 
@@ -228,8 +263,8 @@ def restore_chain(
                 futures = [pool.submit(_extract, session, engine, m, d, tick) for m, d in zip(chain, dirs, strict=True)]
                 try:
                     t1 = t0
-                    for cmd in engine.prepare_commands(dirs[0], dirs[1:]):
-                        needs = max(i for i, d in enumerate(dirs) if any(str(d) in arg for arg in cmd))
+                    for step, cmd in enumerate(engine.prepare_commands(dirs[0], dirs[1:])):
+                        needs = min(step, len(dirs) - 1)  # step i reads link i (see prepare_commands)
                         for f in futures[: needs + 1]:
                             f.result()
                         if needs == len(dirs) - 1 and t1 == t0:
@@ -242,12 +277,10 @@ def restore_chain(
                             host=host,
                             backup_id=wanted.id,
                         )
+                    for f in futures:  # an engine with fewer steps than links still has every link checked
+                        f.result()
                 finally:
-                    for f in futures:
-                        f.cancel()
-                    for f in futures:  # surface the first extraction error, whatever the prepare did
-                        if not f.cancelled() and f.exception() is not None:
-                            raise f.exception()  # type: ignore[misc]
+                    _settle(futures)
             t2 = time.monotonic()
             check_target(target)  # again: nothing may have appeared meanwhile
             cmd = engine.copy_back_command(dirs[0], target, work)

@@ -28,7 +28,7 @@ class Session:
     def open(cls, config: Config) -> Session:
         keyring = load_keyring(config)
         repo = open_repository(config.repository)
-        return cls(config, repo, keyring, Catalog(repo, keyring))
+        return cls(config, repo, keyring, Catalog(repo, keyring, lease_seconds=config.lease_seconds))
 
     @property
     def codec(self) -> Codec:

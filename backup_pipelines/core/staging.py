@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import subprocess
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ import pymysql
 from .catalog import VerificationReport
 from .config import StagingTarget, read_secret_file
 from .errors import BackupPipelinesError, ConfigError, RefusedError, ToolError, VerificationFailed, tail
+from .process import capture
 from .restore import restore_chain
 from .session import Session
 from .verify import table_fingerprints
@@ -45,8 +45,8 @@ def staging_target(session: Session, name: str, host: str) -> StagingTarget:
     return t
 
 
-def _run(cmd: list[str], what: str, host: str) -> None:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+def _run(cmd: list[str], what: str, host: str, timeout: float = 600) -> None:
+    res = capture(cmd, what=what, timeout=timeout, host=host)
     if res.returncode != 0:
         raise ToolError(
             f"{what} failed with status {res.returncode}",

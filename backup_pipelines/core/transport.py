@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shlex
 import subprocess
 import sys
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +38,7 @@ from .errors import (
     VerificationFailed,
     tail,
 )
+from .process import kill_group
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,7 @@ class Worker(ABC):
     host: str
 
     @abstractmethod
-    def argv(self, cli_args: list[str]) -> list[str]:
+    def argv(self, cli_args: list[str], *, timeout: float | None = None) -> list[str]:
         """The full command line that runs `backup-pipelines <cli_args>` on the worker."""
 
     def describe(self) -> str:
@@ -80,37 +83,65 @@ class Worker(ABC):
         timeout: float | None = None,
         on_stderr_line: Callable[[str], None] | None = None,
     ) -> Completed:
-        argv = self.argv(cli_args)
+        """Run the CLI on the worker; past `timeout` seconds it is killed and a TransportError raised.
+
+        The deadline is kept by waiting on the process, not on its output: a child that hangs
+        without writing (or a grandchild that keeps our pipes open) is killed all the same.
+        """
+        argv = self.argv(cli_args, timeout=timeout)
         log.info("on %s: backup-pipelines %s", self.describe(), shlex.join(cli_args))
         try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # so the whole group can be killed at the deadline
             )
         except OSError as err:
             raise TransportError(
                 f"cannot start {argv[0]}: {err.strerror}", host=self.host, command=shlex.join(argv)
             ) from None
-        err_lines: list[str] = []
         assert proc.stderr is not None and proc.stdout is not None
-        # stderr is read line by line so progress and warnings reach the caller's log live.
+        err_lines: list[str] = []
         out_chunks: list[str] = []
-        reader = threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True)
-        reader.start()
-        for line in proc.stderr:
-            err_lines.append(line)
-            if on_stderr_line:
-                on_stderr_line(line.rstrip("\n"))
+
+        def read_stderr() -> None:
+            # line by line, so progress and warnings reach the caller's log live
+            for line in proc.stderr:  # type: ignore[union-attr]
+                err_lines.append(line)
+                if on_stderr_line:
+                    on_stderr_line(line.rstrip("\n"))
+
+        readers = [
+            threading.Thread(target=read_stderr, daemon=True),
+            threading.Thread(target=lambda: out_chunks.append(proc.stdout.read()), daemon=True),  # type: ignore[union-attr]
+        ]
+        for r in readers:
+            r.start()
+        started = time.monotonic()
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            kill_group(proc, grace=10.0)
+            for r in readers:
+                r.join(5)
             raise TransportError(
-                f"command on {self.describe()} timed out after {timeout}s",
+                f"backup-pipelines {' '.join(cli_args[:2])} on {self.describe()} did not finish within "
+                f"{timeout:g}s and was killed",
                 host=self.host,
                 command=shlex.join(cli_args),
+                stderr_tail=tail("".join(err_lines)) or None,
+                hint="look on the worker for a hung backup tool or a stuck mount; raise "
+                "orchestration.timeout_minutes if the work is legitimately that long",
             ) from None
-        reader.join()
+        except BaseException:
+            kill_group(proc, grace=5.0)
+            raise
+        for r in readers:
+            # a daemon left holding our pipes must not hold us past the deadline either
+            r.join(None if timeout is None else max(1.0, timeout - (time.monotonic() - started)))
         return Completed(argv, rc, "".join(out_chunks), "".join(err_lines))
 
     def run_json(
@@ -167,7 +198,7 @@ class LocalWorker(Worker):
             shlex.split(spec.command) if spec and spec.command else [sys.executable, "-m", "backup_pipelines.cli"]
         )
 
-    def argv(self, cli_args: list[str]) -> list[str]:
+    def argv(self, cli_args: list[str], *, timeout: float | None = None) -> list[str]:
         return [*self.command, "-c", self.config_path, *cli_args]
 
     def describe(self) -> str:
@@ -205,8 +236,12 @@ class SSHWorker(Worker):
             args += ["-o", f"UserKnownHostsFile={s.known_hosts_file}", "-o", "StrictHostKeyChecking=yes"]
         return [*args, f"{s.user}@{s.host}"]
 
-    def argv(self, cli_args: list[str]) -> list[str]:
+    def argv(self, cli_args: list[str], *, timeout: float | None = None) -> list[str]:
         remote = [*shlex.split(self.spec.remote_command), "-c", self.spec.remote_config, *cli_args]
+        if timeout is not None:
+            # Killing our ssh client does not stop the remote command (no tty, no SIGHUP): the
+            # worker keeps the same deadline itself. TERM lets the CLI stop its tools; KILL 30s on.
+            remote = ["timeout", "--kill-after=30", f"{math.ceil(timeout)}", *remote]
         return [*self.ssh_args(), "--", shlex.join(remote)]
 
     def describe(self) -> str:

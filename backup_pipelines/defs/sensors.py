@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from dagster import (
+    AddDynamicPartitionsRequest,
     AssetCheckEvaluation,
     AssetKey,
     AssetRecordsFilter,
+    DagsterEvent,
+    DagsterEventType,
+    DagsterInstance,
     DefaultSensorStatus,
+    DeleteDynamicPartitionsRequest,
     EventLogRecord,
     RunFailureSensorContext,
     RunRequest,
@@ -22,18 +27,24 @@ from dagster import (
     run_failure_sensor,
     sensor,
 )
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from dagster._core.instance.utils import RUNLESS_JOB_NAME
+from sqlalchemy.exc import IntegrityError
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from ..core.config import Config, read_secret_file
 from .assets.backups import BASE_FAIL_WINDOW
-from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, rpo_limit
+from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, latest_materialization, rpo_limit
 from .keys import BASE, HOST_TAG, INCREMENTAL, VERIFICATION
-from .partitions import fleet_timezone, restore_point_key
+from .partitions import RESTORE_DAYS, fleet_timezone, fleet_today, restore_point_key, window_changes
 from .resources import BackupFleet
 
 log = logging.getLogger(__name__)
+PARTITION_TAG = "dagster/partition"
 RESTATE_SECONDS = 3600  # re-emit an unchanged freshness result hourly, so the UI shows it is current
 
 
@@ -43,6 +54,30 @@ def _new_materializations(context: SensorEvaluationContext, key: AssetKey) -> li
     return context.instance.fetch_materializations(
         AssetRecordsFilter(asset_key=key, after_storage_id=after), limit=200, ascending=True
     ).records
+
+
+def build_restore_window(cfg: Config) -> SensorDefinition:
+    @sensor(
+        name="restore_window",
+        minimum_interval_seconds=300,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Keeps the restore points' day partitions (restore_days) to the last "
+        "orchestration.restore_window_days days of the fleet's time zone: adds today, drops what "
+        "retention no longer keeps. Every process reads the same set from the instance.",
+    )
+    def restore_window(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+        existing = context.instance.get_dynamic_partitions(RESTORE_DAYS)
+        add, delete = window_changes(cfg, existing, fleet_today(cfg))
+        if not add and not delete:
+            return SkipReason("restore window is current")
+        requests: list[AddDynamicPartitionsRequest | DeleteDynamicPartitionsRequest] = []
+        if add:
+            requests.append(AddDynamicPartitionsRequest(RESTORE_DAYS, add))
+        if delete:
+            requests.append(DeleteDynamicPartitionsRequest(RESTORE_DAYS, delete))
+        return SensorResult(dynamic_partitions_requests=requests)
+
+    return restore_window
 
 
 def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefinition") -> SensorDefinition:
@@ -60,19 +95,27 @@ def build_verify_after_base(cfg: Config, verify_job: "UnresolvedAssetJobDefiniti
         if not records:
             return SkipReason("no new base backups")
         requests = []
+        days: set[str] = set()
         for r in records:
             host = r.partition_key
             if host not in cfg.hosts:
                 continue
-            day = datetime.fromtimestamp(r.timestamp, tz).date()
+            day = datetime.fromtimestamp(r.timestamp, tz).date().isoformat()
+            days.add(day)
+            # The plain partition tag, not partition_key=MultiPartitionKey: Dagster would add its
+            # deprecated per-dimension tags (dagster/partition/<dim>); the assets parse either form.
             requests.append(
                 RunRequest(
                     run_key=f"verify|{host}|{r.storage_id}",
-                    partition_key=restore_point_key(host, day),
-                    tags={HOST_TAG: host},
+                    tags={PARTITION_TAG: str(restore_point_key(host, day)), HOST_TAG: host},
                 )
             )
-        return SensorResult(run_requests=requests, cursor=str(records[-1].storage_id))
+        missing = sorted(days - set(context.instance.get_dynamic_partitions(RESTORE_DAYS)))
+        return SensorResult(
+            run_requests=requests,
+            cursor=str(records[-1].storage_id),
+            dynamic_partitions_requests=[AddDynamicPartitionsRequest(RESTORE_DAYS, missing)] if missing else None,
+        )
 
     return verify_after_base
 
@@ -105,10 +148,21 @@ def build_prune_after_verification(cfg: Config, retention_job: "UnresolvedAssetJ
     return prune_after_verification
 
 
+def _newest_backup(instance: DagsterInstance, key: AssetKey, host: str) -> EventLogRecord | None:
+    """The materialization a freshness check judges (for the RPO, a newer base counts too)."""
+    newest = latest_materialization(instance, key, host)
+    if key == INCREMENTAL:
+        base = latest_materialization(instance, BASE, host)
+        if base is not None and (newest is None or base.timestamp > newest.timestamp):
+            newest = base
+    return newest
+
+
 def evaluate_freshness(
     context: SensorEvaluationContext, cfg: Config, now: datetime | None = None
-) -> tuple[list[AssetCheckEvaluation], dict[str, Any]]:
-    """Per-host RPO and base-age results; only changes (or hourly restatements) are emitted."""
+) -> tuple[list[tuple[AssetCheckEvaluation, EventLogRecord | None]], dict[str, Any]]:
+    """Per-host RPO and base-age results, each with the backup it judged; only changes (or
+    hourly restatements) are emitted."""
     now = now or datetime.now(UTC)
     state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
     events = []
@@ -121,11 +175,63 @@ def evaluate_freshness(
             slot = f"{check}|{host}"
             prev = state.get(slot)
             if prev is None or prev[0] != passed or now.timestamp() - prev[1] >= RESTATE_SECONDS:
-                events.append(
-                    AssetCheckEvaluation(asset_key=key, check_name=check, passed=passed, partition=host, metadata=meta)
+                newest = _newest_backup(context.instance, key, host)
+                target = (
+                    AssetCheckEvaluationTargetMaterializationData(
+                        storage_id=newest.storage_id, run_id=newest.run_id, timestamp=newest.timestamp
+                    )
+                    if newest is not None
+                    else None
                 )
+                evaluation = AssetCheckEvaluation(
+                    asset_key=key,
+                    check_name=check,
+                    passed=passed,
+                    partition=host,
+                    metadata=meta,
+                    target_materialization_data=target,
+                )
+                events.append((evaluation, newest))
                 state[slot] = [passed, now.timestamp()]
     return events, state
+
+
+def record_freshness(
+    instance: DagsterInstance, results: list[tuple[AssetCheckEvaluation, EventLogRecord | None]]
+) -> int:
+    """Store each result against the run that wrote the backup it judged; returns how many stored.
+
+    Dagster keeps one row per (asset, check, run id, partition) and stores every runless result
+    under the empty run id, so a host's second runless result (its first status change) would
+    violate that key and fail the whole tick, forever. Filed under the judged backup's run, a
+    result updates that run's row for the check instead: the check's history keeps one entry per
+    backup, the newest verdict on it. No run is launched; the sensor writes the event itself. Only
+    a host with no backup run at all is recorded runless, once (later changes keep its red).
+    """
+    stored = 0
+    for evaluation, newest in results:
+        run_id = newest.run_id if newest is not None else ""
+        if run_id:
+            job_name = newest.event_log_entry.job_name if newest is not None else None
+            event = DagsterEvent(
+                event_type_value=DagsterEventType.ASSET_CHECK_EVALUATION.value,
+                event_specific_data=evaluation,
+                job_name=job_name or RUNLESS_JOB_NAME,
+            )
+            instance.report_dagster_event(event, run_id=run_id)
+            stored += 1
+            continue
+        try:
+            instance.report_runless_asset_event(evaluation)
+            stored += 1
+        except IntegrityError:
+            log.warning(
+                "%s of %s: Dagster already holds a runless result for this partition and keeps only one; "
+                "the check shows that first result until the host's next backup run",
+                evaluation.check_name,
+                evaluation.partition,
+            )
+    return stored
 
 
 def build_rpo_monitor(cfg: Config) -> SensorDefinition:
@@ -137,8 +243,13 @@ def build_rpo_monitor(cfg: Config) -> SensorDefinition:
         "interval) and its base younger than 28h? Breaches turn the per-host freshness checks red.",
     )
     def rpo_monitor(context: SensorEvaluationContext) -> SensorResult:
-        events, state = evaluate_freshness(context, cfg)
-        return SensorResult(asset_events=events, cursor=json.dumps(state))
+        results, state = evaluate_freshness(context, cfg)
+        record_freshness(context.instance, results)
+        for evaluation, _ in results:
+            context.log.info(
+                f"{evaluation.check_name} {evaluation.partition}: {'passed' if evaluation.passed else 'FAILED'}"
+            )
+        return SensorResult(cursor=json.dumps(state))
 
     return rpo_monitor
 

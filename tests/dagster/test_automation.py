@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import (
+    AssetCheckKey,
     AssetMaterialization,
-    MultiPartitionKey,
+    asset,
     build_run_status_sensor_context,
     build_schedule_context,
     build_sensor_context,
+    materialize,
 )
+from dagster._core.storage.event_log.base import PartitionKeyFilter
 
+from backup_pipelines.core.config import load_config
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.checks import BASE_AGE_CHECK, RPO_CHECK
 from backup_pipelines.defs.keys import AS_OF_TAG, BASE, HOST_TAG, INCREMENTAL
-from backup_pipelines.defs.sensors import evaluate_freshness
+from backup_pipelines.defs.partitions import host_partitions
+from backup_pipelines.defs.sensors import evaluate_freshness, record_freshness
 
 pytestmark = pytest.mark.dagster
 
@@ -107,10 +112,13 @@ def test_verification_follows_each_new_base(fleet_config, dagster_instance):
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db3"))
     result = sensor.evaluate_tick(ctx)
     (req,) = result.run_requests
-    assert isinstance(req.partition_key, str)
-    key = MultiPartitionKey.from_str(req.partition_key) if hasattr(MultiPartitionKey, "from_str") else None
-    assert "db3" in req.partition_key and datetime.now(UTC).date().isoformat()[:7] in req.partition_key
-    assert key is None or key.keys_by_dimension["host"] == "db3"
+    # The fleet spans two zones, so its days are UTC days; the plain partition tag names the point.
+    today = datetime.now(UTC).date().isoformat()
+    assert req.tags["dagster/partition"] == f"{today}|db3" and req.tags[HOST_TAG] == "db3"
+    assert not any(k.startswith("dagster/partition/") for k in req.tags)
+    # The day is added to restore_days if the restore_window sensor has not done so yet.
+    (add,) = result.dynamic_partitions_requests
+    assert add.partitions_def_name == "restore_days" and add.partition_keys == [today]
     again = sensor.evaluate_tick(
         build_sensor_context(instance=dagster_instance, definitions=defs, cursor=result.cursor)
     )
@@ -119,13 +127,14 @@ def test_verification_follows_each_new_base(fleet_config, dagster_instance):
 
 def test_rpo_monitor_turns_red_per_host(fleet_config, dagster_instance):
     defs = build_definitions(fleet_config)
-    cfg = __import__("backup_pipelines.core.config", fromlist=["x"]).load_config(fleet_config)
+    cfg = load_config(fleet_config)
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db1"))
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=INCREMENTAL, partition="db1"))
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=INCREMENTAL, partition="db2"))
     ctx = build_sensor_context(instance=dagster_instance, definitions=defs)
     now = datetime.now(UTC) + timedelta(minutes=12)  # db2's limit is 10 minutes, db1's 30
-    events, state = evaluate_freshness(ctx, cfg, now=now)
+    results, state = evaluate_freshness(ctx, cfg, now=now)
+    events = [e for e, _ in results]
     rpo = {e.partition: e.passed for e in events if e.check_name == RPO_CHECK}
     assert rpo == {"db1": True, "db2": False, "db3": False}
     base = {e.partition: e.passed for e in events if e.check_name == BASE_AGE_CHECK}
@@ -137,10 +146,66 @@ def test_rpo_monitor_turns_red_per_host(fleet_config, dagster_instance):
     assert evaluate_freshness(ctx2, cfg, now=now + timedelta(minutes=1))[0] == []
     # ...but a change is (db1 crosses its 30-minute RPO)
     later, _ = evaluate_freshness(ctx2, cfg, now=now + timedelta(minutes=20))
-    assert [(e.partition, e.check_name, e.passed) for e in later] == [("db1", RPO_CHECK, False)]
+    assert [(e.partition, e.check_name, e.passed) for e, _ in later] == [("db1", RPO_CHECK, False)]
+
+
+def _stand_in(key, cfg):
+    """An asset with a backup asset's key whose real runs leave real materializations (no server)."""
+
+    @asset(key=key, partitions_def=host_partitions(cfg))
+    def stand_in() -> None:
+        return None
+
+    return stand_in
+
+
+def _history(instance, key, check, host) -> list[tuple[bool, str]]:
+    """(passed, run id) of each stored result of the check for the host, oldest first."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(key, check), limit=100, partition_filter=PartitionKeyFilter(key=host)
+    )
+    out = []
+    for r in reversed(records):
+        evaluation = r.event.dagster_event.event_specific_data
+        out.append((evaluation.passed, r.run_id))
+    return out
+
+
+def test_rpo_monitor_stores_every_status_change(fleet_config, dagster_instance):
+    """Each status change of a host's freshness is stored: the sensor's tick never collides."""
+    cfg = load_config(fleet_config)
+    defs = build_definitions(fleet_config)
+    base, incr = _stand_in(BASE, cfg), _stand_in(INCREMENTAL, cfg)
+    first = {h: materialize([base, incr], partition_key=h, instance=dagster_instance).run_id for h in ("db1", "db2")}
+    start = datetime.now(UTC)
+    cursor = None
+    for minutes in (0, 12, 40, 100):  # db2 breaches at 10, db1 at 30; +100 is a restatement
+        ctx = build_sensor_context(instance=dagster_instance, definitions=defs, cursor=cursor)
+        results, state = evaluate_freshness(ctx, cfg, now=start + timedelta(minutes=minutes))
+        assert record_freshness(dagster_instance, results) == len(
+            [r for r in results if r[1] is not None or minutes == 0]
+        )
+        cursor = json.dumps(state)
+        if minutes == 40:  # db2 is backed up again: green on the new run, the old run keeps its red
+            again = materialize([incr], partition_key="db2", instance=dagster_instance).run_id
+    ctx = build_sensor_context(instance=dagster_instance, definitions=defs, cursor=cursor)
+    results, _ = evaluate_freshness(ctx, cfg, now=datetime.now(UTC))
+    assert {(e.partition, e.passed) for e, _ in results if e.check_name == RPO_CHECK} == {
+        ("db1", True),
+        ("db2", True),
+    }
+    record_freshness(dagster_instance, results)
+    db2 = _history(dagster_instance, INCREMENTAL, RPO_CHECK, "db2")
+    assert db2[0] == (False, first["db2"])  # the run's own green, then the sensor's red, on one row
+    assert db2[-1] == (True, again)
+    db1 = _history(dagster_instance, INCREMENTAL, RPO_CHECK, "db1")
+    assert db1[-1] == (True, first["db1"])  # red at +40, restated at +100, green now
+    # db3 never had a backup: one runless red, kept (Dagster holds one runless row per partition)
+    assert _history(dagster_instance, INCREMENTAL, RPO_CHECK, "db3") == [(False, "")]
+    # the sensor itself stores through the instance and moves its cursor
     sensor = next(s for s in defs.sensors if s.name == "rpo_monitor")
     tick = sensor.evaluate_tick(build_sensor_context(instance=dagster_instance, definitions=defs))
-    assert len(tick.asset_events) == 6 and tick.cursor
+    assert tick.cursor and not tick.asset_events
 
 
 class _Hook(BaseHTTPRequestHandler):

@@ -1,22 +1,72 @@
-"""deploy/dagster.yaml loads into a real instance with the per-host run limit and the backup pool."""
+"""deploy/dagster.yaml (PostgreSQL) and deploy/dagster-dev.yaml (SQLite) load as real instances."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
-import yaml
-from dagster import instance_for_test
+from dagster import DagsterInstance
+
+from backup_pipelines.defs.concurrency import (
+    DUMP_HOST_TAG,
+    PHYSICAL_HOST_TAG,
+    RESTORE_HOST_TAG,
+    HostAwareRunCoordinator,
+    host_limit_tags,
+)
+from backup_pipelines.defs.keys import BASE, DUMP, HOST_TAG, VERIFICATION
 
 pytestmark = pytest.mark.dagster
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+LIMITS = [
+    {"key": tag, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+    for tag in (PHYSICAL_HOST_TAG, DUMP_HOST_TAG, RESTORE_HOST_TAG)
+]
 
 
-def test_instance_enforces_one_run_per_host(tmp_path):
-    overrides = yaml.safe_load(DEPLOY.read_text())
-    with instance_for_test(overrides=overrides, temp_dir=str(tmp_path)) as instance:
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-        concurrency = instance.get_concurrency_config()
-        limits = concurrency.run_queue_config.tag_concurrency_limits
-        assert {"key": "dagster/partition", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
-        assert concurrency.pool_config.default_pool_limit == 8
+def _instance(tmp_path: Path, name: str) -> DagsterInstance:
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(DEPLOY / name, home / "dagster.yaml")
+    return DagsterInstance.from_config(str(home))
+
+
+def _assert_queue_and_limits(instance: DagsterInstance) -> None:
+    assert isinstance(instance.run_coordinator, HostAwareRunCoordinator)
+    concurrency = instance.get_concurrency_config()
+    assert concurrency.run_queue_config.tag_concurrency_limits == LIMITS
+    assert concurrency.pool_config.default_pool_limit == 8
+    assert instance.run_monitoring_enabled
+
+
+def test_production_instance_on_postgres(tmp_path, postgres_db, monkeypatch):
+    for k, v in postgres_db.env.items():
+        monkeypatch.setenv(k, v)
+    with _instance(tmp_path, "dagster.yaml") as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
+        _assert_queue_and_limits(instance)
+        # (runs submitted through it are tagged per host: tests/dagster/test_production_instance.py)
+
+
+def test_dev_instance_on_sqlite(tmp_path):
+    with _instance(tmp_path, "dagster-dev.yaml") as instance:
+        assert type(instance.run_storage).__name__ == "SqliteRunStorage"
+        _assert_queue_and_limits(instance)
+
+
+@pytest.mark.unit
+def test_dumps_and_physical_backups_of_a_host_take_separate_slots():
+    assert host_limit_tags({"dagster/partition": "db1"}, [BASE], "__ASSET_JOB") == {PHYSICAL_HOST_TAG: "db1"}
+    assert host_limit_tags({"dagster/partition": "db1"}, None, "logical_dumps") == {DUMP_HOST_TAG: "db1"}
+    assert host_limit_tags({"dagster/partition": "db1"}, [BASE, DUMP], "__ASSET_JOB") == {
+        PHYSICAL_HOST_TAG: "db1",
+        DUMP_HOST_TAG: "db1",
+    }
+    # a restore point's partition is host|day: the host comes from its dimension tag
+    tags = {"dagster/partition": "2026-12-01|db2", "dagster/partition/host": "db2"}
+    assert host_limit_tags(tags, [VERIFICATION], "__ASSET_JOB") == {RESTORE_HOST_TAG: "db2"}
+    assert host_limit_tags({HOST_TAG: "db3"}, None, "retention") == {}
+    assert host_limit_tags({}, [BASE], "__ASSET_JOB") == {}

@@ -14,7 +14,7 @@ from backup_pipelines.core.verify import table_fingerprints
 from backup_pipelines.definitions import build_definitions
 from backup_pipelines.defs.keys import AS_OF_TAG, BASE, INCREMENTAL
 from backup_pipelines.defs.partitions import restore_point_key
-from tests.fixtures.dagster import check_results, failure_message, materialization_metadata
+from tests.fixtures.dagster import check_results, failure_message, materialization_metadata, open_restore_window
 from tests.fixtures.mariadb import load_shop, write_secret
 
 pytestmark = [pytest.mark.dagster, pytest.mark.integration]
@@ -102,6 +102,7 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
     assert listed[-1].id == m["backup_id"] and listed[-1].parent_id == listed[-2].id
 
     today = date.today().isoformat()
+    open_restore_window(dagster_instance, today)
     verify = defs.resolve_job_def("restore_verification").execute_in_process(
         instance=dagster_instance, partition_key=restore_point_key("db1", today)
     )
@@ -110,8 +111,9 @@ def test_backups_verification_and_staging_through_the_graph(fleet, dagster_insta
     assert vmeta["passed"] is True and vmeta["backup_id"] == listed[-1].id and vmeta["chain_length"] == 3
     assert check_results(verify) == {"verification_passed": True}
 
+    # Launched with only the plain partition tag, as a run from the API or an old client may be.
     staging = defs.resolve_job_def("staging_restore").execute_in_process(
-        instance=dagster_instance, partition_key=restore_point_key("db1", today)
+        instance=dagster_instance, tags={"dagster/partition": f"{today}|db1"}
     )
     assert staging.success
     smeta = materialization_metadata(staging)
@@ -140,6 +142,7 @@ def test_a_past_day_with_no_backup_fails_clearly(fleet, dagster_instance):
     config_path, _ = fleet
     defs = build_definitions(config_path)
     yesterday = (date.today() - timedelta(days=1)).isoformat()
+    open_restore_window(dagster_instance, yesterday)
     res = defs.resolve_job_def("restore_verification").execute_in_process(
         instance=dagster_instance, partition_key=restore_point_key("db1", yesterday), raise_on_error=False
     )

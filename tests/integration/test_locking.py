@@ -20,3 +20,43 @@ def test_a_second_backup_of_the_same_host_is_refused(source, make_config):
     assert err.value.exit_code == ExitCode.LOCKED and "a long full backup" in str(err.value)
     assert session.catalog.list_backups("db1") == []
     assert run_physical_backup(session, "db1", "full").kind == "full"  # the lock died with its holder
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from backup_pipelines.core.locks import host_lock
+with host_lock(Path(sys.argv[1]), "db1", "held by another process", kind=sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def _hold(work_dir, kind):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work_dir), kind], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_lock_kinds_a_dump_never_blocks_physical_backups_but_physical_runs_exclude_each_other(source, make_config):
+    cfg = make_config()
+    session = Session.open(cfg)
+    dump_holder = _hold(cfg.work_dir, "dump")
+    try:
+        full = run_physical_backup(session, "db1", "full")  # a dump running elsewhere does not matter
+    finally:
+        dump_holder.kill()
+        dump_holder.wait()
+    physical_holder = _hold(cfg.work_dir, "physical")
+    try:
+        with pytest.raises(LockedError, match="another physical backup of host db1 is running") as err:
+            run_physical_backup(session, "db1", "incremental")
+        assert err.value.exit_code == ExitCode.LOCKED
+    finally:
+        physical_holder.kill()
+        physical_holder.wait()
+    assert [m.id for m in session.catalog.list_backups("db1")] == [full.id]
+    assert session.catalog.leased_ids("db1") == set()  # a refused run leaves no lease behind

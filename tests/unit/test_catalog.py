@@ -10,7 +10,7 @@ import pytest
 
 from backup_pipelines.core.catalog import BackupManifest, Catalog, StoredObject, new_backup_id
 from backup_pipelines.core.crypto import Keyring, generate_key_text, parse_key_text
-from backup_pipelines.core.errors import ChainError, NotFoundError, WrongKeyError
+from backup_pipelines.core.errors import ChainError, NotFoundError, StorageError, WrongKeyError
 from backup_pipelines.core.integrity import check_catalog
 from backup_pipelines.core.repository import FileRepository
 
@@ -168,3 +168,29 @@ def test_size_hints_come_from_the_newest_backup_of_the_same_kind(cat, chain):
     assert cat.size_hints("db1", "incremental") == {"data": 10}
     assert cat.size_hints("db1", "dump") == {}
     assert cat.size_hints("nosuchhost", "full") == {}
+
+
+def test_a_manifest_is_committed_only_when_every_object_it_names_is_stored(cat):
+    m = manifest(cat, 1, "full", None, 0, 10)
+    cat.repo.delete([cat.manifest_key("db1", m.id)])
+    cat.repo.delete([m.objects[0].key])  # e.g. removed by a cleanup while the run was writing
+    with pytest.raises(StorageError, match="was not committed: its object is missing") as err:
+        cat.commit_manifest(m)
+    assert err.value.key and m.objects[0].key in err.value.key and err.value.backup_id == m.id
+    assert cat.list_backups("db1") == []
+    cat.repo.put_bytes(m.objects[0].key, b"x" * 9)
+    with pytest.raises(StorageError, match="is 9 bytes, 10 were written"):
+        cat.commit_manifest(m)
+    cat.repo.put_bytes(m.objects[0].key, b"x" * 10)
+    cat.commit_manifest(m)
+    assert [b.id for b in cat.list_backups("db1")] == [m.id]
+
+
+def test_a_lease_is_renewed_while_held_and_lapses_when_its_holder_stops(cat):
+    with cat.lease("db1", ["b1"], purpose="test", ttl=1.0) as key:
+        time.sleep(2.0)  # two lease periods: renewal keeps it live
+        assert cat.leased_ids("db1") == {"b1"}
+        cat.repo.put_bytes("hosts/db1/backups/b1/data.xbstream", b"x")
+        assert cat.cleanup_orphans("db1", timedelta(0)) == []
+    assert not cat.repo.exists(key)
+    assert cat.cleanup_orphans("db1", timedelta(0)) == ["hosts/db1/backups/b1/data.xbstream"]

@@ -98,3 +98,50 @@ def test_cli_names_the_same_config_variable_as_the_core() -> None:
     from backup_pipelines.core import config
 
     assert cli.CONFIG_ENV == config.CONFIG_ENV
+
+
+def _with_throttle(throttle: dict) -> dict:
+    doc = yaml.safe_load(EXAMPLE)
+    doc["hosts"]["db1"]["throttle"] = throttle
+    return doc
+
+
+def test_throttle_settings_parse_with_byte_suffixes():
+    cfg = parse_config(
+        _with_throttle(
+            {
+                "engine_iops": 20,
+                "stream_bytes_per_second": "50M",
+                "compression_threads": 1,
+                "nice": 10,
+                "ionice_class": "best-effort",
+                "ionice_level": 7,
+            }
+        )
+    )
+    t = cfg.hosts["db1"].throttle
+    assert (t.engine_iops, t.stream_bytes_per_second, t.compression_threads) == (20, 50 * 2**20, 1)
+    assert t.lowers_priority and (t.nice, t.ionice_class, t.ionice_level) == (10, "best-effort", 7)
+    assert (
+        parse_config(_with_throttle({"stream_bytes_per_second": 1048576})).hosts["db1"].throttle.lowers_priority
+        is False
+    )
+    default = parse_config(yaml.safe_load(EXAMPLE)).hosts["db1"].throttle
+    assert default.engine_iops is None and default.stream_bytes_per_second is None and not default.lowers_priority
+
+
+@pytest.mark.parametrize(
+    ("throttle", "message"),
+    [
+        ({"stream_bytes_per_second": "fast"}, "byte rate"),
+        ({"stream_bytes_per_second": "1K"}, "greater than or equal"),
+        ({"nice": 25}, "less than or equal"),
+        ({"ionice_class": "realtime"}, "ionice_class"),
+        ({"ionice_class": "idle", "ionice_level": 3}, "needs ionice_class: best-effort"),
+        ({"throttel": 1}, "unknown key"),
+    ],
+)
+def test_bad_throttle_settings_are_named(throttle, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with_throttle(throttle))
+    assert "hosts.db1.throttle" in str(err.value) and message in str(err.value)

@@ -106,3 +106,18 @@ def test_checkpoints_and_info_parsing():
 def test_option_file_quotes_passwords():
     text = render_option_file("backup", 'p"a\\ss', groups=("client",))
     assert text == '[client]\nuser="backup"\npassword="p\\"a\\\\ss"\n'
+
+
+@pytest.mark.parametrize("engine", ["mariabackup", "xtrabackup", "innobackupex"])
+@pytest.mark.parametrize("lsn", [None, 777])
+def test_engine_read_throttle_is_passed_as_throttle(engine, lsn):
+    throttled = engine_for(host(engine, throttle={"engine_iops": 40}))
+    cmd = throttled.backup_command(defaults_file=CNF, lsn_dir=LSN, incremental_lsn=lsn)
+    assert cmd.count("--throttle=40") == 1
+    assert cmd[1] == f"--defaults-extra-file={CNF}"  # still first
+    if engine == "innobackupex":
+        assert cmd[-1] == str(LSN)  # the positional scratch dir stays last
+    elif lsn is not None:
+        assert cmd[-1] == f"--incremental-lsn={lsn}"
+    plain = engine_for(host(engine)).backup_command(defaults_file=CNF, lsn_dir=LSN, incremental_lsn=lsn)
+    assert not any(a.startswith("--throttle") for a in plain)

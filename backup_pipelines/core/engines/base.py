@@ -142,16 +142,26 @@ class PhysicalEngine(ABC):
         ]
         if self.host.parallel > 1:
             cmd.append(f"--parallel={self.host.parallel}")
+        cmd += self.throttle_args()
         if incremental_lsn is not None:
             cmd.append(f"--incremental-lsn={incremental_lsn}")
         return cmd + list(self.host.extra_backup_args)
+
+    def throttle_args(self) -> list[str]:
+        """The engine's own read throttle (all three tools spell it --throttle=IOPS)."""
+        iops = self.host.throttle.engine_iops
+        return [f"--throttle={iops}"] if iops is not None else []
 
     def extract_command(self, target_dir: Path) -> list[str]:
         return [self.stream_binary, "-x", "-C", str(target_dir)]
 
     @abstractmethod
     def prepare_commands(self, base_dir: Path, incremental_dirs: list[Path]) -> list[list[str]]:
-        """The whole prepare sequence: base, then each incremental in order."""
+        """The whole prepare sequence: base, then each incremental in order.
+
+        Step i reads link i of the chain (0 the base) and steps past the last link read the
+        whole chain: restore awaits exactly those extractions before running a step.
+        """
 
     def copy_back_command(self, prepared_dir: Path, datadir: Path, scratch_dir: Path) -> list[str]:
         """Move a prepared backup into an empty `datadir`."""

@@ -29,6 +29,7 @@ class InnobackupexEngine(PhysicalEngine):
         ]
         if self.host.parallel > 1:
             cmd.append(f"--parallel={self.host.parallel}")
+        cmd += self.throttle_args()
         if incremental_lsn is not None:
             cmd += ["--incremental", f"--incremental-lsn={incremental_lsn}"]
         return cmd + list(self.host.extra_backup_args) + [str(lsn_dir)]

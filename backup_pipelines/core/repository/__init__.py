@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import ConfigError
 from .base import ObjectInfo, ObjectWriter, Repository
 from .file import FileRepository
 
@@ -15,7 +16,18 @@ __all__ = ["FileRepository", "ObjectInfo", "ObjectWriter", "Repository", "open_r
 
 def open_repository(cfg: RepositoryConfig) -> Repository:
     if cfg.url.startswith("file://"):
-        return FileRepository(cfg.url)
+        try:
+            return FileRepository(cfg.url)
+        except ValueError:
+            raise ConfigError(
+                f"repository URL {cfg.url!r} is not a local file URL",
+                hint="write it as file:///absolute/path (three slashes; no host name)",
+            ) from None
+    if not cfg.url.startswith("s3://"):
+        raise ConfigError(
+            f"repository URL {cfg.url!r} has an unsupported scheme",
+            hint="use file:///path/to/repository or s3://bucket/prefix",
+        )
     from .s3 import RetryPolicy, S3Repository
 
     return S3Repository(

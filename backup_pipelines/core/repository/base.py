@@ -80,8 +80,14 @@ class Repository(ABC):
                 names.add(rest.split("/", 1)[0])
         return sorted(names)
 
-    def cleanup_incomplete(self, prefix: str, older_than: datetime) -> list[str]:
-        """Remove leftovers of interrupted writes under `prefix`; return what was removed."""
+    def cleanup_incomplete(
+        self, prefix: str, older_than: datetime, *, keep: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Remove leftovers of interrupted writes under `prefix`; return what was removed.
+
+        `keep(key)` is asked about each candidate only after all of them have been listed
+        (so a lease read then covers every write it saw); a True answer spares it.
+        """
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -7,6 +7,7 @@ reader never sees half an object and a crash leaves only `.partial` files, which
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -187,12 +188,15 @@ class FileRepository(Repository):
             return None
         return ObjectInfo(key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC))
 
-    def cleanup_incomplete(self, prefix: str, older_than: datetime) -> list[str]:
+    def cleanup_incomplete(
+        self, prefix: str, older_than: datetime, *, keep: Callable[[str], bool] | None = None
+    ) -> list[str]:
         removed: list[str] = []
         start = self.root / prefix
         if not start.is_dir():
             return removed
         cutoff = older_than.timestamp()
+        stale: list[Path] = []
         for dirpath, _dirs, filenames in os.walk(start):
             for name in filenames:
                 if PARTIAL not in name:
@@ -200,8 +204,15 @@ class FileRepository(Repository):
                 full = Path(dirpath) / name
                 try:
                     if full.stat().st_mtime < cutoff:
-                        full.unlink()
-                        removed.append(full.relative_to(self.root).as_posix())
+                        stale.append(full)
                 except FileNotFoundError:
                     continue
+        for full in stale:
+            # `.<name>.partial-<id>` is being written as `<name>`: ask about the final key.
+            final = full.with_name(full.name[1:].split(PARTIAL, 1)[0]).relative_to(self.root).as_posix()
+            if keep is not None and keep(final):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                full.unlink()
+                removed.append(full.relative_to(self.root).as_posix())
         return removed

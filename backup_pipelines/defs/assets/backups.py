@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, FreshnessPolicy, Ma
 from ...core.config import Config
 from ..execution import refuse_past_dated, retry_policy, run_json
 from ..keys import BASE, INCREMENTAL, POOL
+from ..kinds import physical_kinds
 from ..metadata import backup_metadata
 from ..partitions import host_partitions
 from ..resources import BackupFleet
@@ -17,6 +18,7 @@ BASE_FAIL_WINDOW = timedelta(hours=28)
 
 def build_backup_assets(cfg: Config) -> list[AssetsDefinition]:
     hosts = host_partitions(cfg)
+    kinds = physical_kinds(cfg)
     timeout = cfg.orchestration.timeout_minutes * 60
     shortest = min((h.schedules.incremental_minutes for h in cfg.hosts.values()), default=15)
 
@@ -24,7 +26,7 @@ def build_backup_assets(cfg: Config) -> list[AssetsDefinition]:
         key=BASE,
         partitions_def=hosts,
         group_name="physical_backups",
-        kinds={"mariadb", "xtrabackup"},
+        kinds=kinds,
         pool=POOL,
         retry_policy=retry_policy(cfg),
         freshness_policy=FreshnessPolicy.time_window(fail_window=BASE_FAIL_WINDOW, warn_window=timedelta(hours=25)),
@@ -42,7 +44,7 @@ def build_backup_assets(cfg: Config) -> list[AssetsDefinition]:
         deps=[BASE],
         partitions_def=hosts,
         group_name="physical_backups",
-        kinds={"mariadb", "xtrabackup"},
+        kinds=kinds,
         pool=POOL,
         retry_policy=retry_policy(cfg),
         freshness_policy=FreshnessPolicy.time_window(

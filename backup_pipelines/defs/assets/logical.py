@@ -16,6 +16,7 @@ from ...core.config import Config
 from ...core.errors import ExitCode
 from ..execution import refuse_past_dated, retry_policy, run_json
 from ..keys import AS_OF_TAG, BASE, DUMP, OFFSITE, POOL, RETENTION, VERIFICATION
+from ..kinds import server_kinds
 from ..partitions import HOST_DIM, host_partitions
 from ..resources import BackupFleet
 
@@ -28,7 +29,7 @@ def build_logical_assets(cfg: Config) -> list[AssetsDefinition]:
         key=DUMP,
         partitions_def=hosts,
         group_name="logical_dumps",
-        kinds={"mariadb", "sql"},
+        kinds=server_kinds(cfg) | {"sql"},
         pool=POOL,
         retry_policy=retry_policy(cfg),
         description="Nightly logical dump (mysqldump: one file per database plus schema and grants; or "

@@ -5,7 +5,6 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     MaterializeResult,
-    MultiPartitionKey,
     MultiToSingleDimensionPartitionMapping,
     asset,
 )
@@ -14,15 +13,14 @@ from ...core.config import Config
 from ...core.errors import ExitCode
 from ..execution import retry_policy, run_json
 from ..keys import BASE, INCREMENTAL, STAGING, VERIFICATION
+from ..kinds import server_kinds
 from ..metadata import verification_metadata
-from ..partitions import DAY_DIM, HOST_DIM, point_in_time, restore_point_partitions
+from ..partitions import HOST_DIM, parse_restore_point, point_in_time, restore_point_partitions
 from ..resources import BackupFleet
 
 
 def _point(context: AssetExecutionContext, cfg: Config) -> tuple[str, str, list[str]]:
-    key = context.partition_key
-    assert isinstance(key, MultiPartitionKey)
-    host, day = key.keys_by_dimension[HOST_DIM], key.keys_by_dimension[DAY_DIM]
+    host, day = parse_restore_point(cfg, context.partition_key)
     at = point_in_time(cfg, day)
     return host, day, (["--at", at.isoformat()] if at else [])
 
@@ -37,7 +35,7 @@ def build_restore_point_assets(cfg: Config) -> list[AssetsDefinition]:
         deps=[AssetDep(BASE, partition_mapping=by_host), AssetDep(INCREMENTAL, partition_mapping=by_host)],
         partitions_def=points,
         group_name="restore_points",
-        kinds={"mariadb"},
+        kinds=server_kinds(cfg),
         retry_policy=retry_policy(cfg),
         description="Proof of restorability: the host's newest backup as of the end of the day is restored "
         "into a sandbox, a throwaway server started on it, every table CHECKed, counted and checksummed. "
@@ -60,7 +58,7 @@ def build_restore_point_assets(cfg: Config) -> list[AssetsDefinition]:
         deps=[VERIFICATION],
         partitions_def=points,
         group_name="restore_points",
-        kinds={"mariadb"},
+        kinds=server_kinds(cfg),
         description="Replays the host's backup as of the end of the day into its staging server (config "
         "staging:, which must say staging: true): stop, restore, start, check. Materialize one partition "
         "to restore 'db1 as of 2026-11-20' into staging.",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from ...errors import NotFoundError, StorageError
+from ...errors import BackupPipelinesError, NotFoundError, StorageError
 from ..base import ObjectInfo, Repository
 from .client import S3Client, make_client, s3_url, storage_error
 from .download import Download
@@ -210,8 +210,10 @@ class S3Repository(Repository):
             raise storage_error(err, action="check the bucket", bucket=self.bucket) from None
         self._bucket_checked = True
 
-    def cleanup_incomplete(self, prefix: str, older_than: datetime) -> list[str]:
-        """Abort multipart uploads under `prefix` started before `older_than`; return their keys."""
+    def cleanup_incomplete(
+        self, prefix: str, older_than: datetime, *, keep: Callable[[str], bool] | None = None
+    ) -> list[str]:
+        """Abort multipart uploads under `prefix` started before `older_than` unless `keep` spares them."""
         if older_than.tzinfo is None:
             older_than = older_than.replace(tzinfo=UTC)
         full_prefix = self.prefix + prefix
@@ -220,6 +222,7 @@ class S3Repository(Repository):
             return removed
         paginator = self.client.get_paginator("list_multipart_uploads")
         try:
+            stale: list[tuple[str, str]] = []
             # Retried as a whole (open uploads are few): botocore's own retries are off.
             pages = self._call(
                 lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix)),
@@ -228,20 +231,25 @@ class S3Repository(Repository):
             for page in pages:
                 for up in page.get("Uploads", []):
                     key, initiated = up["Key"], up.get("Initiated")
-                    if not key.startswith(full_prefix) or initiated is None or initiated >= older_than:
+                    if key.startswith(full_prefix) and initiated is not None and initiated < older_than:
+                        stale.append((key, up["UploadId"]))
+            for key, upload_id in stale:  # every upload listed before `keep` reads the leases
+                if keep is not None and keep(self._relative(key)):
+                    continue
+                try:
+                    self._call(
+                        lambda k=key, u=upload_id: self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=k, UploadId=u
+                        ),
+                        f"abort the stale upload of {s3_url(self.bucket, key)}",
+                    )
+                except Exception as err:
+                    if error_code(err) == "NoSuchUpload":
                         continue
-                    try:
-                        self._call(
-                            lambda k=key, u=up["UploadId"]: self.client.abort_multipart_upload(
-                                Bucket=self.bucket, Key=k, UploadId=u
-                            ),
-                            f"abort the stale upload of {s3_url(self.bucket, key)}",
-                        )
-                    except Exception as err:
-                        if error_code(err) == "NoSuchUpload":
-                            continue
-                        raise
-                    removed.append(self._relative(key))
+                    raise
+                removed.append(self._relative(key))
+        except BackupPipelinesError:
+            raise
         except Exception as err:
             if _not_implemented(err):
                 self._warn_no_upload_listing(err)
