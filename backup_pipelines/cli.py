@@ -538,7 +538,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-datadir", required=True, help="an absent or empty directory to restore into")
     g = r.add_mutually_exclusive_group()
     g.add_argument("--backup-id", help=_BACKUP_ID_HELP)
-    g.add_argument("--at", help=_AT_HELP + " Where binlogs are archived, replay lands on exactly that second.")
+    g.add_argument(
+        "--at",
+        help="an ISO 8601 time, e.g. 2026-11-20T04:00:00Z; a time without a zone is UTC: exactly that second by "
+        "binlog replay where binlogs are archived, else the newest backup finished at or before it "
+        "(default: the newest backup)",
+    )
     g.add_argument("--gtid", help="replay the archived binlogs up to and including this GTID (domain-server-seq)")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
     r.set_defaults(func=cmd_restore)

@@ -23,11 +23,11 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..catalog import PHYSICAL, BackupManifest
+from ..catalog import PHYSICAL, BackupManifest, parse_point_in_time
 from ..errors import ConfigError, NotFoundError, ToolError, tail
 from ..mysqld import MariaDBServer
 from ..process import Tool, describe
@@ -44,18 +44,7 @@ log = logging.getLogger(__name__)
 
 def parse_point(text: str | datetime) -> int:
     """ISO 8601 to unix seconds; a time without a zone is UTC; fractions are dropped (binlog times are seconds)."""
-    if isinstance(text, datetime):
-        dt = text
-    else:
-        try:
-            dt = datetime.fromisoformat(text.strip().replace("z", "Z"))
-        except ValueError:
-            raise ConfigError(
-                f"--at {text!r} is not an ISO 8601 time", hint="write it like 2026-12-02T05:10:07Z"
-            ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return int(dt.timestamp() // 1)
+    return int(parse_point_in_time(text).timestamp() // 1)
 
 
 @dataclass
