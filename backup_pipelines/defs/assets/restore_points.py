@@ -12,6 +12,7 @@ from dagster import (
 
 from ...core.config import Config
 from ...core.errors import ExitCode
+from ..binlog import POINT_TAG
 from ..execution import retry_policy, run_json
 from ..keys import BASE, INCREMENTAL, STAGING, VERIFICATION
 from ..metadata import verification_metadata
@@ -23,6 +24,9 @@ def _point(context: AssetExecutionContext, cfg: Config) -> tuple[str, str, list[
     key = context.partition_key
     assert isinstance(key, MultiPartitionKey)
     host, day = key.keys_by_dimension[HOST_DIM], key.keys_by_dimension[DAY_DIM]
+    exact = context.run.tags.get(POINT_TAG)  # a second chosen in the UI (binlog replay), else the day's end
+    if exact:
+        return host, day, ["--at", exact]
     at = point_in_time(cfg, day)
     return host, day, (["--at", at.isoformat()] if at else [])
 
