@@ -102,7 +102,9 @@ class Lag:
 
     def poller(self) -> None:
         repo, known = self.session.repo, set()
-        while not self.stop.is_set() or len(known) == 0:
+        last_round = False
+        while not last_round:
+            last_round = self.stop.is_set()  # one more listing after the stop: the final push's records
             now = time.time()
             for info in repo.list("hosts/db1/binlogs/"):
                 if info.key.endswith(".json") and info.key not in known:
@@ -110,8 +112,6 @@ class Lag:
                     rec = SegmentRecord.model_validate(self.session.catalog.open_json(repo.get_bytes(info.key), "r"))
                     self.seen.setdefault(rec.file, []).append((now, rec.end))
             time.sleep(0.25)
-            if self.stop.is_set():
-                break
 
     def lags(self) -> list[float]:
         out = []
