@@ -2,6 +2,7 @@
 
     stream_peers         stream put/get against s5cmd, the AWS CLI and boto3 on one moto server
     physical_vs_logical  full/incremental backups against their floors, restore against re-import
+    fleet                orchestrator CPU per host-backup: 50 hosts under the real daemon on PostgreSQL
 
 Each writes its raw numbers (JSON) and a chart (PNG) to benchmarks/results/ and prints every
 figure beside its peer. Nothing here passes or fails. `--only NAME` runs one of them; other
@@ -18,6 +19,7 @@ import time
 BENCHMARKS = {
     "stream_peers": {"quick": ["--quick"]},
     "physical_vs_logical": {"quick": ["--size-mb", "256", "--incrementals", "2", "--rounds", "1"]},
+    "fleet": {"quick": ["--hosts", "6", "--servers", "2", "--interval", "1", "--minutes", "3"]},
 }
 
 
