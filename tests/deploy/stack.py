@@ -3,6 +3,7 @@ uses rewritten for this machine's temp paths, and readers for PostgreSQL and the
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,13 @@ COMPUTE_LOG_PREFIX = "compute-logs"
 
 
 def ssh_fleet_config(make_config, sshd, tmp_path: Path) -> Path:
-    """db1 reached over SSH (this machine is the DB host), dumping into a file repository."""
+    """db1 reached over SSH (this machine is the DB host), backing up into a file repository; the
+    client key and known_hosts copied beside the config, as an operator lays out /etc/backup-pipelines."""
+    ssh_dir = tmp_path / "ssh"
+    ssh_dir.mkdir(mode=0o700)
+    for src in (sshd.client_key, sshd.known_hosts):
+        shutil.copy(src, ssh_dir / src.name)
+    (ssh_dir / sshd.client_key.name).chmod(0o600)
     make_config(
         host_overrides={
             "transport": {
@@ -25,8 +32,8 @@ def ssh_fleet_config(make_config, sshd, tmp_path: Path) -> Path:
                 "host": "127.0.0.1",
                 "port": sshd.port,
                 "user": sshd.user,
-                "key_file": str(sshd.client_key),
-                "known_hosts_file": str(sshd.known_hosts),
+                "key_file": str(ssh_dir / sshd.client_key.name),
+                "known_hosts_file": str(ssh_dir / sshd.known_hosts.name),
                 "remote_command": f"{sys.executable} -m backup_pipelines.cli",
                 "remote_config": str(tmp_path / "config.yaml"),
             }

@@ -127,7 +127,7 @@ def test_a_run_in_its_own_container_from_the_code_server(
     assert run_tags(postgres_server, postgres_db, run_id)["docker/container_id"] == run_container.id
     # Its events are in PostgreSQL, with the dump's materialization.
     events = event_counts(postgres_server, postgres_db, run_id)
-    assert events.get("ASSET_MATERIALIZATION") == 1 and events.get("RUN_SUCCESS") == 1, events
+    assert events.get("ASSET_MATERIALIZATION") == 1 and events.get("PIPELINE_SUCCESS") == 1, events
     # The dump was taken on the DB host over SSH, and the run's compute logs are in the bucket.
     assert (
         "dump"
