@@ -89,6 +89,18 @@ def cmd_binlog_status(args: argparse.Namespace) -> int:
     return 4 if st["gaps"] else 0
 
 
+def print_binlog_footer(s: Any, host: str) -> None:
+    """`list`'s last lines where binlogs are archived: the latest restorable time and any gaps."""
+    from .core.binlog.index import has_binlogs
+
+    if not has_binlogs(s.catalog, host):
+        return
+    st = binlog_status(s, host)
+    print(f"binlogs: latest restorable time {st['latest_restorable'] or 'none'} (binlog status --json for details)")
+    for g in st["gaps"]:
+        print(f"  gap: {g}")
+
+
 def restore_point(args: argparse.Namespace, s: Any, bar: Any) -> Any:
     """`restore --at/--gtid` by binlog replay where the host has archived binlogs; None otherwise."""
     from .core.binlog.index import has_binlogs

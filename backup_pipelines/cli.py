@@ -164,6 +164,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             f"{m.id:<28} {m.kind:<12} {(m.parent_id or '-'):<28} {m.from_lsn or 0:>12} {m.to_lsn or 0:>12} "
             f"{_human_bytes(m.size_bytes):>11}  {m.finished_at:%Y-%m-%d %H:%M:%S}"
         )
+    from .binlog_cli import print_binlog_footer
+
+    with _session(args) as s:
+        print_binlog_footer(s, args.host)
     return 0
 
 

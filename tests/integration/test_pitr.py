@@ -224,3 +224,5 @@ def test_prune_drops_binlogs_no_retained_backup_needs(source, make_config, tmp_p
     status = json.loads(cli(config, "binlog", "status", "--host", "db1", "--json").stdout)
     assert [f["file"] for f in status["files"]] == ["binlog.000003"] and status["gaps"] == []
     assert cli(config, "check", "--host", "db1").returncode == 0
+    listed = cli(config, "list", "--host", "db1")
+    assert f"latest restorable time {status['latest_restorable']}" in listed.stdout, listed.stdout
