@@ -42,10 +42,11 @@ def cmd_binlog_push(args: argparse.Namespace) -> int:
 
 
 def cmd_binlog_stream(args: argparse.Namespace) -> int:
-    from .core.binlog.stream import stream
+    from .core.binlog.stream import stop_on_signals, stream
 
+    stop = stop_on_signals()  # before the session opens: a SIGTERM during start-up still ends cleanly
     with _session(args) as s:
-        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds)
+        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds, stop=stop)
     return 0
 
 

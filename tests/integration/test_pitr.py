@@ -152,8 +152,12 @@ def test_stream_survives_sigkill_and_sigterm(source, make_config, repo_key, tmp_
     config = tmp_path / "config.yaml"
     session = Session.open(cfg)
 
+    def spools() -> set[Path]:
+        return set((tmp_path / "work").glob("bp-binlog-stream-db1-*"))
+
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        before = spools()
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -171,6 +175,11 @@ def test_stream_survives_sigkill_and_sigterm(source, make_config, repo_key, tmp_
             stderr=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + 60  # streaming once its spool exists (start-up is slow on a busy box)
+        while not spools() - before:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        return proc
 
     with SteadyWriter(source) as w:
         run_physical_backup(session, "db1", "full")
