@@ -42,10 +42,11 @@ def cmd_binlog_push(args: argparse.Namespace) -> int:
 
 
 def cmd_binlog_stream(args: argparse.Namespace) -> int:
-    from .core.binlog.stream import stream
+    from .core.binlog.stream import stop_on_signals, stream
 
+    stop = stop_on_signals()  # before the session opens: a SIGTERM during start-up still ends cleanly
     with _session(args) as s:
-        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds)
+        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds, stop=stop)
     return 0
 
 
@@ -87,6 +88,18 @@ def cmd_binlog_status(args: argparse.Namespace) -> int:
         for g in st["gaps"]:
             print(f"  gap: {g}")
     return 4 if st["gaps"] else 0
+
+
+def print_binlog_footer(s: Any, host: str) -> None:
+    """`list`'s last lines where binlogs are archived: the latest restorable time and any gaps."""
+    from .core.binlog.index import has_binlogs
+
+    if not has_binlogs(s.catalog, host):
+        return
+    st = binlog_status(s, host)
+    print(f"binlogs: latest restorable time {st['latest_restorable'] or 'none'} (binlog status --json for details)")
+    for g in st["gaps"]:
+        print(f"  gap: {g}")
 
 
 def restore_point(args: argparse.Namespace, s: Any, bar: Any) -> Any:

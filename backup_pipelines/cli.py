@@ -183,6 +183,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in [head, *rows]:
         cells = [c.rjust(w) if i in numbers else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         print("  ".join(cells).rstrip())
+    from .binlog_cli import print_binlog_footer
+
+    with _session(args) as s:
+        print_binlog_footer(s, args.host)
     return 0
 
 

@@ -262,8 +262,10 @@ def main() -> None:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    name = "binlog.json" if args.binlog_mib >= 1024 and args.seconds >= 120 else "binlog-dev.json"
-    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
+    path = RESULTS / ("binlog.json" if args.binlog_mib >= 1024 and args.seconds >= 120 else "binlog-dev.json")
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    # A run that skipped a part keeps the earlier figures for it (each part names its own command).
+    path.write_text(json.dumps({**previous, **out}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

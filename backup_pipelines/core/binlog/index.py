@@ -279,6 +279,6 @@ class BinlogIndex:
 
     def delete(self, recs: Iterable[SegmentRecord]) -> None:
         for r in recs:
-            record_key = r.key.split(".binlog", 1)[0] + ".json"
+            record_key = r.key[: r.key.rindex(".binlog")] + ".json"
             self.repo.delete([record_key])  # the record first: a half-deleted segment is never listed
             self.repo.delete([r.key])
