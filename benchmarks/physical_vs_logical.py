@@ -289,6 +289,26 @@ def main() -> None:
             for k in f
             if k != "ours"
         },
+        # Interleaved rounds share their conditions: the median of each round's own ratio is the
+        # steadier figure on a shared machine.
+        **{
+            f"full_vs_{k.replace(' ', '_').replace('-', '_')}_per_round": {
+                "wall": round(
+                    statistics.median(
+                        a["seconds"] / b["seconds"] for a, b in zip(o["runs"], f[k]["runs"], strict=True)
+                    ),
+                    3,
+                ),
+                "cpu": round(
+                    statistics.median(
+                        a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(o["runs"], f[k]["runs"], strict=True)
+                    ),
+                    3,
+                ),
+            }
+            for k in f
+            if k != "ours"
+        },
         "restore_speedup_vs_reimport": round(res["reimport"]["seconds"] / res["restore"]["seconds"], 2),
     }
     others = statistics.median(x["median_others_cpu_seconds"] for x in f.values())
@@ -297,13 +317,23 @@ def main() -> None:
         f"{args.level}, {args.threads} threads everywhere; {res['cpus']} cores, other processes used a median "
         f"{others:.1f} CPU-s per run (the machine was {'busy' if others > 0.25 * o['median_seconds'] else 'quiet'})"
     )
-    print(f"{'':<18}{'wall s':>8}{'CPU-s':>8}{'ours/wall':>10}{'ours/CPU':>10}  command")
+    print(f"{'':<18}{'wall s':>8}{'CPU-s':>8}{'ours/wall':>10}{'ours/CPU':>10}{'per round':>14}  command")
     for k, v in f.items():
         rk = f"full_vs_{k.replace(' ', '_').replace('-', '_')}"
-        rw, rc = (f"{res['ratios'][rk]['wall']:.2f}x", f"{res['ratios'][rk]['cpu']:.2f}x") if k != "ours" else ("", "")
-        print(f"{k:<18}{v['median_seconds']:>8.2f}{v['median_cpu_seconds']:>8.2f}{rw:>10}{rc:>10}  {v['command']}")
+        rw, rc, pr = "", "", ""
+        if k != "ours":
+            rr = res["ratios"][rk]
+            p = res["ratios"][rk + "_per_round"]
+            rw, rc, pr = f"{rr['wall']:.2f}x", f"{rr['cpu']:.2f}x", f"{p['wall']:.2f}x/{p['cpu']:.2f}x"
+        print(
+            f"{k:<18}{v['median_seconds']:>8.2f}{v['median_cpu_seconds']:>8.2f}{rw:>10}{rc:>10}{pr:>14}  {v['command']}"
+        )
     print()
     print(f"{'measure':<50}{'ours':>9}{'peer':>9}{'ratio':>15}")
+    if res.get("logical_from_previous_run"):
+        print(
+            "(the re-import and the dumps below are an earlier run's, on other data and load: not ratios of this run)"
+        )
     for label, ours, peer, ratio in (
         (
             f"restore full+{args.incrementals} vs SQL re-import, s",

@@ -134,3 +134,28 @@ def test_a_throttled_mariabackup_backup_runs_niced_idle_and_with_throttle(source
     assert nice == 9 and io == "idle"
     assert group == ("9" if autogroups else "n/a")
     assert "--throttle=200" in cmdline
+
+
+def test_ctrl_c_during_a_niced_stream_kills_the_tool_and_commits_nothing(tmp_path):
+    import _thread
+
+    pid_file = tmp_path / "tool.pid"
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    with _session(tmp_path) as session:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            stream_command(
+                session,
+                ["sh", "-c", f"echo $$ > {pid_file}; head -c 1000 /dev/zero; exec sleep 60"],
+                "h/interrupted.bin",
+                what="interrupted stream",
+                host="h",
+                backup_id="b1",
+                throttle=ThrottleSettings(nice=5),
+            )
+        assert time.monotonic() - t0 < 20
+        assert not session.repo.exists("h/interrupted.bin")
+    tool = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(tool, 0)
