@@ -44,23 +44,29 @@ def _role(argv: list[str]) -> str:
     text = " ".join(argv)
     if "_rusage_run" in text or "backup_pipelines.cli" in text:
         return "backup_tool"
-    if "execute_run" in text:
-        return "run_worker"
     if "dagster-daemon" in text:
         return "daemon"
-    if "grpc" in text or "code-server" in text:
-        return "code_server"
-    return "other"
+    return "dagster"
 
 
 def classify(procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Role per process; a spawned child of a run worker (same argv) is a step worker."""
-    roles = {p["pid"]: _role(p["argv"]) for p in procs}
+    """Role per process. The code server starts run workers, and run workers their step
+    workers, by multiprocessing spawn: all three carry the code server's argv (`api grpc`), so
+    they are told apart by the tree: a step worker is a child of a run worker, which is a child
+    of a code server (a child of the daemon)."""
+    by_pid = {p["pid"]: p for p in procs}
+    base = {p["pid"]: _role(p["argv"]) for p in procs}
+
+    def depth(p: dict[str, Any]) -> int:
+        d, cur = 0, p
+        while cur is not None and base.get(cur["pid"]) == "dagster" and d < 8:
+            d += 1
+            cur = by_pid.get(cur["ppid"])
+        return d
+
+    names = {1: "code_server", 2: "run_worker", 3: "step_worker"}
     for p in procs:
-        if roles[p["pid"]] == "run_worker" and roles.get(p["ppid"]) == "run_worker":
-            p["role"] = "step_worker"
-        else:
-            p["role"] = roles[p["pid"]]
+        p["role"] = base[p["pid"]] if base[p["pid"]] != "dagster" else names.get(depth(p), "dagster_other")
     return procs
 
 
@@ -143,6 +149,7 @@ def summarize(runs: list[dict[str, Any]], probes: list[dict[str, Any]], tools: l
         "cpu_by_role_s": dict(cpu_by_role),
         "orchestrator_cpu_per_host_backup_s": orchestrator / n,
         "run_and_step_worker_cpu_per_host_backup_s": workers / n,
+        "run_and_step_worker_cpu_per_started_run_s": workers / max(len(started), 1),
         "backup_tool_cpu_per_backup_s": (sum(t["cpu"] for t in backups) / len(backups)) if backups else None,
         "backup_tool_cpu_total_s": tool_cpu,
     }
@@ -191,6 +198,48 @@ def chart(runs: list[dict[str, Any]], summary: dict, path: Path, title: str) -> 
     fig.savefig(path, dpi=110)
 
 
+def report(
+    runs: list[dict[str, Any]], probes: list[dict[str, Any]], tools: list[dict[str, Any]], meta: dict, out: Path
+) -> None:
+    """Summary, JSON and chart from the measured runs and processes; prints the figures."""
+    summary = summarize(runs, probes, tools)
+    summary.update(meta)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    raw = {"summary": summary, "runs": runs, "processes": probes, "tool_calls": tools}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
+    title = (
+        f"{meta['hosts']} hosts / {meta['servers']} MariaDB, every {meta['interval_minutes']} min "
+        f"for {meta['minutes']:g} min"
+    )
+    chart(runs, summary, out.with_suffix(".png"), title)
+    floor = summary["backup_tool_cpu_per_backup_s"]
+    o = summary["orchestrator_cpu_per_host_backup_s"]
+    print(f"runs {summary['runs']}  host-backups {summary['host_backups']}  failed {summary['failed']}")
+    print(f"runs launched per minute      {summary['runs_per_minute']:.1f}")
+    print(f"queue delay tick->start (s)   {summary['queue_delay_s']}")
+    print(f"tick->finished (s)            {summary['tick_to_finished_s']}")
+    print(f"CPU by role (s)               { {k: round(v, 1) for k, v in summary['cpu_by_role_s'].items()} }")
+    print(f"orchestrator CPU-s per host-backup  {o:.2f}  (goal {GOAL_CPU_S}: {o / GOAL_CPU_S:.1f}x)")
+    print(f"  of which run+step workers         {summary['run_and_step_worker_cpu_per_host_backup_s']:.2f}")
+    print(f"run+step worker CPU-s per started run {summary['run_and_step_worker_cpu_per_started_run_s']:.2f}")
+    if floor:
+        print(
+            f"backup tool CPU-s per backup (floor: `backup-pipelines backup full|incremental --host H --json`) "
+            f"{floor:.2f}; orchestrator/floor = {o / floor:.1f}x"
+        )
+    print(f"results: {out.with_suffix('.json')} {out.with_suffix('.png')}")
+
+
+def reanalyze(run_dir: Path, saved: Path, out: Path) -> None:
+    """Rebuild the report of a finished run from its saved runs and the probe logs it left."""
+    doc = json.loads(saved.read_text())
+    meta = {
+        k: doc["summary"][k] for k in ("hosts", "servers", "interval_minutes", "minutes", "wall_s", "cpus", "command")
+    }
+    meta["reanalyzed_from"] = str(run_dir)
+    report(doc["runs"], _load_lines(run_dir / "probe.jsonl"), _load_lines(run_dir / "tools.jsonl"), meta, out)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--hosts", type=int, default=50, help="host entries (default 50)")
@@ -199,7 +248,11 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=20, help="how long to let the daemon run (default 20)")
     ap.add_argument("--drain-minutes", type=float, default=10, help="how long queued runs may finish after (10)")
     ap.add_argument("--out", default=str(RESULTS / "fleet"), help="result path stem (.json, .png)")
+    ap.add_argument("--reanalyze", metavar="RUN_DIR", help="rebuild the report from a finished run's probe logs")
     args = ap.parse_args()
+    if args.reanalyze:
+        reanalyze(Path(args.reanalyze), Path(args.out).with_suffix(".json"), Path(args.out))
+        return 0
 
     root = Path(tempfile.mkdtemp(prefix="bp-fleet-"))
     probe_log, tool_log = root / "probe.jsonl", root / "tools.jsonl"
@@ -258,38 +311,16 @@ def main() -> int:
     probes, tools = _load_lines(probe_log), _load_lines(tool_log)
     seen = {p["pid"] for p in probes}
     probes += [p for p in snapshot if p["pid"] not in seen]  # killed at stop: their CPU so far
-    summary = summarize(runs, probes, tools)
-    summary.update(
-        {
-            "hosts": args.hosts,
-            "servers": args.servers,
-            "interval_minutes": args.interval,
-            "minutes": args.minutes,
-            "wall_s": wall,
-            "cpus": os.cpu_count(),
-            "command": " ".join(sys.argv),
-        }
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
-    title = f"{args.hosts} hosts / {args.servers} MariaDB, every {args.interval} min for {args.minutes:g} min"
-    chart(runs, summary, out.with_suffix(".png"), title)
-    floor = summary["backup_tool_cpu_per_backup_s"]
-    o = summary["orchestrator_cpu_per_host_backup_s"]
-    print(f"runs {summary['runs']}  host-backups {summary['host_backups']}  failed {summary['failed']}")
-    print(f"runs launched per minute      {summary['runs_per_minute']:.1f}")
-    print(f"queue delay tick->start (s)   {summary['queue_delay_s']}")
-    print(f"tick->finished (s)            {summary['tick_to_finished_s']}")
-    print(f"CPU by role (s)               { {k: round(v, 1) for k, v in summary['cpu_by_role_s'].items()} }")
-    print(f"orchestrator CPU-s per host-backup  {o:.2f}  (goal {GOAL_CPU_S}: {o / GOAL_CPU_S:.1f}x)")
-    print(f"  of which run+step workers         {summary['run_and_step_worker_cpu_per_host_backup_s']:.2f}")
-    if floor:
-        print(
-            f"backup tool CPU-s per backup (floor: `backup-pipelines backup incremental --host H --json`) "
-            f"{floor:.2f}; orchestrator/floor = {o / floor:.1f}x"
-        )
-    print(f"results: {out.with_suffix('.json')} {out.with_suffix('.png')}")
+    meta = {
+        "hosts": args.hosts,
+        "servers": args.servers,
+        "interval_minutes": args.interval,
+        "minutes": args.minutes,
+        "wall_s": wall,
+        "cpus": os.cpu_count(),
+        "command": " ".join(sys.argv),
+    }
+    report(runs, probes, tools, meta, Path(args.out))
     return 0
 
 
