@@ -42,10 +42,11 @@ def cmd_binlog_push(args: argparse.Namespace) -> int:
 
 
 def cmd_binlog_stream(args: argparse.Namespace) -> int:
-    from .core.binlog.stream import stream
+    from .core.binlog.stream import stop_on_signals, stream
 
+    stop = stop_on_signals()  # before the session opens: a SIGTERM during start-up still ends cleanly
     with _session(args) as s:
-        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds)
+        stream(s, args.host, interval=args.interval, max_seconds=args.max_seconds, stop=stop)
     return 0
 
 
@@ -89,17 +90,24 @@ def cmd_binlog_status(args: argparse.Namespace) -> int:
     return 4 if st["gaps"] else 0
 
 
-def has_binlogs(s: Any, host: str) -> bool:
-    from .core.binlog.index import BinlogIndex
+def print_binlog_footer(s: Any, host: str) -> None:
+    """`list`'s last lines where binlogs are archived: the latest restorable time and any gaps."""
+    from .core.binlog.index import has_binlogs
 
-    return any(True for _ in s.repo.list(BinlogIndex(s.catalog).prefix(host)))
+    if not has_binlogs(s.catalog, host):
+        return
+    st = binlog_status(s, host)
+    print(f"binlogs: latest restorable time {st['latest_restorable'] or 'none'} (binlog status --json for details)")
+    for g in st["gaps"]:
+        print(f"  gap: {g}")
 
 
 def restore_point(args: argparse.Namespace, s: Any, bar: Any) -> Any:
     """`restore --at/--gtid` by binlog replay where the host has archived binlogs; None otherwise."""
+    from .core.binlog.index import has_binlogs
     from .core.binlog.replay import restore_point as run
 
-    if args.gtid is None and (args.at is None or not has_binlogs(s, args.host)):
+    if args.gtid is None and (args.at is None or not has_binlogs(s.catalog, args.host)):
         return None
     return run(s, args.host, Path(args.target_datadir), at=args.at, gtid=args.gtid, progress=bar)
 

@@ -183,6 +183,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     for r in [head, *rows]:
         cells = [c.rjust(w) if i in numbers else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
         print("  ".join(cells).rstrip())
+    from .binlog_cli import print_binlog_footer
+
+    with _session(args) as s:
+        print_binlog_footer(s, args.host)
     return 0
 
 
@@ -244,8 +248,10 @@ def cmd_staging_restore(args: argparse.Namespace) -> int:
     else:
         print(
             f"staging target {args.target} now runs {report.backup_id} of {report.host}: "
-            f"{len(report.tables)} tables checked ({'PASSED' if report.passed else 'FAILED'}), "
-            f"restore {report.restore_seconds:.1f}s"
+            f"{len(report.tables)} tables checked (PASSED), restore {report.restore_seconds:.1f}s"
+            if report.passed
+            else f"staging target {args.target} FAILED its checks on {report.backup_id} of {report.host} "
+            "and was rolled back to its previous data"
         )
         for p in report.problems:
             print(f"  problem: {p}")

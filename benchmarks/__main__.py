@@ -4,6 +4,8 @@
     physical_vs_logical  full/incremental backups against their floors, restore against re-import
     memory               peak RSS of backup and restore on 2 and 4 GiB compressible streams, against zstd
     production_cost      sysbench TPS and latency before/during our backups and the plain pipeline's
+    binlog               RPO lag of binlog stream / push, replay MiB/s against mariadb-binlog | mariadb
+    fleet                orchestrator CPU per host-backup: 50 hosts under the real daemon on PostgreSQL
 
 Each writes its raw numbers (JSON) and a chart (PNG) to benchmarks/results/ and prints every
 figure beside its peer. Nothing here passes or fails. `--only NAME` runs one of them; other
@@ -22,6 +24,8 @@ BENCHMARKS = {
     "physical_vs_logical": {"quick": ["--size-mb", "256", "--incrementals", "2", "--rounds", "1"]},
     "memory": {"quick": ["--quick"]},
     "production_cost": {"quick": ["--tables", "2", "--table-size", "20000", "--threads", "2", "--rounds", "1"]},
+    "binlog": {"quick": ["--seconds", "20", "--push-every", "10", "--binlog-mib", "64"]},
+    "fleet": {"quick": ["--hosts", "6", "--servers", "2", "--interval", "1", "--minutes", "3"]},
 }
 
 

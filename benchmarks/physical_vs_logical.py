@@ -126,6 +126,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="zstd threads, ours and the floors'")
     ap.add_argument("--incrementals", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--skip-logical",
+        action="store_true",
+        help="skip mysqldump, re-import and our logical dumps; keep their figures from the previous --out",
+    )
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "physical_vs_logical.json"))
     ap.add_argument("--chart", default=str(RESULTS / "physical_vs_logical.png"))
@@ -138,6 +143,8 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
+    (work / "tmpdir").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(work / "tmpdir")  # mariadb-install-db's temp files, away from a shared /tmp
     res: dict[str, Any] = {
         "size_mb_requested": args.size_mb,
         "incrementals": args.incrementals,
@@ -260,61 +267,14 @@ def main() -> None:
         print(f"restore of full + {args.incrementals}: {r['seconds']:.1f}s (identical: {res['restore_identical']})")
         shutil.rmtree(target)
 
-        # The peer: mysqldump of the same data, and its re-import into a fresh server.
-        dump = work / "dump.sql"
-        res["mysqldump"] = shell(
-            f"mariadb-dump --socket={src.socket} -uroot --single-transaction --routines "
-            f"--events --triggers --databases bench > {dump}"
-        )
-        res["mysqldump"]["bytes"] = dump.stat().st_size
-        dst = MariaDBServer(work / "dst" / "data", work / "dst" / "run", buffer_pool="2G")
-        MariaDBServer.initialize(dst.datadir)
-        with dst:
-            res["reimport"] = shell(f"mariadb --socket={dst.socket} -uroot < {dump}")
-            with dst.connect() as conn:
-                res["reimport_identical"] = table_fingerprints(conn, include_mysql=False) == expected
-        print(f"mysqldump: {res['mysqldump']['seconds']:.1f}s; re-import: {res['reimport']['seconds']:.1f}s")
-
-        # Our logical dumps (compressed, encrypted, catalogued) with both engines, and their loads.
-        src.sql("GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'backup'@'localhost'")
-        res["dumps"] = {}
-        for engine in ("mysqldump", "mydumper"):
-            tgt = MariaDBServer(work / f"load-{engine}" / "data", work / f"load-{engine}" / "run", buffer_pool="2G")
-            MariaDBServer.initialize(tgt.datadir)
-            variant = {
-                **cfg,
-                "hosts": {"bench": {**cfg["hosts"]["bench"], "dump": {"engine": engine}}},
-                "staging": {
-                    "load": {
-                        "staging": True,
-                        "datadir": str(tgt.datadir),
-                        "socket": str(tgt.socket),
-                        "user": "root",
-                        "stop_command": ["true"],
-                        "start_command": ["true"],
-                    }
-                },
-            }
-            vpath = work / f"config-{engine}.yaml"
-            vpath.write_text(yaml.safe_dump(variant))
-            d = shell(f"{' '.join(CLI)} -c {vpath} backup dump --host bench --json > {work / 'dump.json'}")
-            dj = json.loads((work / "dump.json").read_text())
-            with tgt:
-                ld = shell(
-                    f"{' '.join(CLI)} -c {vpath} restore-dump --host bench --target-host load --json "
-                    f"> {work / 'load.json'}"
-                )
-                with tgt.connect() as conn:
-                    same = table_fingerprints(conn, include_mysql=False) == expected
-            res["dumps"][engine] = {
-                "dump": {**d, "stored_bytes": dj["size_bytes"], "sql_bytes": dj["source_size_bytes"]},
-                "restore_dump": ld,
-                "identical": same,
-            }
-            print(
-                f"ours, {engine}: dump {d['seconds']:.1f}s ({dj['size_bytes'] / 2**20:.0f} MiB stored), "
-                f"restore-dump {ld['seconds']:.1f}s (identical: {same})"
-            )
+        if not args.skip_logical:
+            logical(src, work, cfg, expected, res)
+        else:  # the logical figures of the previous run in --out, marked as such
+            prev = json.loads(Path(args.out).read_text())
+            for k in ("mysqldump", "reimport", "reimport_identical", "dumps"):
+                res[k] = prev[k]
+            res["logical_from_previous_run"] = True
+            print(f"logical dumps and re-import: not run; the figures below are the previous run's in {args.out}")
     finally:
         src.stop()
 
@@ -329,6 +289,26 @@ def main() -> None:
             for k in f
             if k != "ours"
         },
+        # Interleaved rounds share their conditions: the median of each round's own ratio is the
+        # steadier figure on a shared machine.
+        **{
+            f"full_vs_{k.replace(' ', '_').replace('-', '_')}_per_round": {
+                "wall": round(
+                    statistics.median(
+                        a["seconds"] / b["seconds"] for a, b in zip(o["runs"], f[k]["runs"], strict=True)
+                    ),
+                    3,
+                ),
+                "cpu": round(
+                    statistics.median(
+                        a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(o["runs"], f[k]["runs"], strict=True)
+                    ),
+                    3,
+                ),
+            }
+            for k in f
+            if k != "ours"
+        },
         "restore_speedup_vs_reimport": round(res["reimport"]["seconds"] / res["restore"]["seconds"], 2),
     }
     others = statistics.median(x["median_others_cpu_seconds"] for x in f.values())
@@ -337,13 +317,23 @@ def main() -> None:
         f"{args.level}, {args.threads} threads everywhere; {res['cpus']} cores, other processes used a median "
         f"{others:.1f} CPU-s per run (the machine was {'busy' if others > 0.25 * o['median_seconds'] else 'quiet'})"
     )
-    print(f"{'':<18}{'wall s':>8}{'CPU-s':>8}{'ours/wall':>10}{'ours/CPU':>10}  command")
+    print(f"{'':<18}{'wall s':>8}{'CPU-s':>8}{'ours/wall':>10}{'ours/CPU':>10}{'per round':>14}  command")
     for k, v in f.items():
         rk = f"full_vs_{k.replace(' ', '_').replace('-', '_')}"
-        rw, rc = (f"{res['ratios'][rk]['wall']:.2f}x", f"{res['ratios'][rk]['cpu']:.2f}x") if k != "ours" else ("", "")
-        print(f"{k:<18}{v['median_seconds']:>8.2f}{v['median_cpu_seconds']:>8.2f}{rw:>10}{rc:>10}  {v['command']}")
+        rw, rc, pr = "", "", ""
+        if k != "ours":
+            rr = res["ratios"][rk]
+            p = res["ratios"][rk + "_per_round"]
+            rw, rc, pr = f"{rr['wall']:.2f}x", f"{rr['cpu']:.2f}x", f"{p['wall']:.2f}x/{p['cpu']:.2f}x"
+        print(
+            f"{k:<18}{v['median_seconds']:>8.2f}{v['median_cpu_seconds']:>8.2f}{rw:>10}{rc:>10}{pr:>14}  {v['command']}"
+        )
     print()
     print(f"{'measure':<50}{'ours':>9}{'peer':>9}{'ratio':>15}")
+    if res.get("logical_from_previous_run"):
+        print(
+            "(the re-import and the dumps below are an earlier run's, on other data and load: not ratios of this run)"
+        )
     for label, ours, peer, ratio in (
         (
             f"restore full+{args.incrementals} vs SQL re-import, s",
@@ -380,6 +370,64 @@ def main() -> None:
     except ImportError:
         print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
     shutil.rmtree(work, ignore_errors=True)
+
+
+def logical(src: MariaDBServer, work: Path, cfg: dict[str, Any], expected: Any, res: dict[str, Any]) -> None:
+    """The peer: mysqldump of the same data and its re-import; then our logical dumps and their loads."""
+    # The peer: mysqldump of the same data, and its re-import into a fresh server.
+    dump = work / "dump.sql"
+    res["mysqldump"] = shell(
+        f"mariadb-dump --socket={src.socket} -uroot --single-transaction --routines "
+        f"--events --triggers --databases bench > {dump}"
+    )
+    res["mysqldump"]["bytes"] = dump.stat().st_size
+    dst = MariaDBServer(work / "dst" / "data", work / "dst" / "run", buffer_pool="2G")
+    MariaDBServer.initialize(dst.datadir)
+    with dst:
+        res["reimport"] = shell(f"mariadb --socket={dst.socket} -uroot < {dump}")
+        with dst.connect() as conn:
+            res["reimport_identical"] = table_fingerprints(conn, include_mysql=False) == expected
+    print(f"mysqldump: {res['mysqldump']['seconds']:.1f}s; re-import: {res['reimport']['seconds']:.1f}s")
+
+    # Our logical dumps (compressed, encrypted, catalogued) with both engines, and their loads.
+    src.sql("GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, LOCK TABLES ON *.* TO 'backup'@'localhost'")
+    res["dumps"] = {}
+    for engine in ("mysqldump", "mydumper"):
+        tgt = MariaDBServer(work / f"load-{engine}" / "data", work / f"load-{engine}" / "run", buffer_pool="2G")
+        MariaDBServer.initialize(tgt.datadir)
+        variant = {
+            **cfg,
+            "hosts": {"bench": {**cfg["hosts"]["bench"], "dump": {"engine": engine}}},
+            "staging": {
+                "load": {
+                    "staging": True,
+                    "datadir": str(tgt.datadir),
+                    "socket": str(tgt.socket),
+                    "user": "root",
+                    "stop_command": ["true"],
+                    "start_command": ["true"],
+                }
+            },
+        }
+        vpath = work / f"config-{engine}.yaml"
+        vpath.write_text(yaml.safe_dump(variant))
+        d = shell(f"{' '.join(CLI)} -c {vpath} backup dump --host bench --json > {work / 'dump.json'}")
+        dj = json.loads((work / "dump.json").read_text())
+        with tgt:
+            ld = shell(
+                f"{' '.join(CLI)} -c {vpath} restore-dump --host bench --target-host load --json > {work / 'load.json'}"
+            )
+            with tgt.connect() as conn:
+                same = table_fingerprints(conn, include_mysql=False) == expected
+        res["dumps"][engine] = {
+            "dump": {**d, "stored_bytes": dj["size_bytes"], "sql_bytes": dj["source_size_bytes"]},
+            "restore_dump": ld,
+            "identical": same,
+        }
+        print(
+            f"ours, {engine}: dump {d['seconds']:.1f}s ({dj['size_bytes'] / 2**20:.0f} MiB stored), "
+            f"restore-dump {ld['seconds']:.1f}s (identical: {same})"
+        )
 
 
 def chart(res: dict[str, Any], path: Path) -> None:

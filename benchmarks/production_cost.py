@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="sysbench client threads")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gap", type=float, default=8.0, help="quiet seconds before each backup (its baseline)")
-    ap.add_argument("--no-curve", action="store_true", help="skip the throttle settings")
+    ap.add_argument("--curve-rounds", type=int, default=1, help="rounds of the throttle settings (0: none)")
     ap.add_argument("--work-dir", default=None)
     ap.add_argument("--out", default=str(RESULTS / "production_cost.json"))
     ap.add_argument("--chart", default=str(RESULTS / "production_cost.png"))
@@ -167,20 +167,25 @@ def main() -> None:
         print(f"chart: {args.chart}")
         return
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the server and the load
     cores = os.cpu_count() or 1
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-prodcost-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
+    # A private tmpdir for mariadb-install-db and the server: a shared /tmp being cleaned under
+    # them fails the install ("Error on delete of '/tmp/#sql-temptable-...'").
+    (work / "tmpdir").mkdir()
+    os.environ["TMPDIR"] = str(work / "tmpdir")
     src = MariaDBServer(
         work / "src" / "data",
         work / "src" / "run",
         log_bin=True,
         buffer_pool="1G",
-        extra_args=["--innodb-log-file-size=256M", "--max-connections=200"],
+        extra_args=["--innodb-log-file-size=256M", "--max-connections=200", f"--tmpdir={work / 'tmpdir'}"],
     )
     MariaDBServer.initialize(src.datadir)
     src.start()
     res: dict[str, Any] = {"tables": args.tables, "table_size": args.table_size, "threads": args.threads}
-    res.update(rounds=args.rounds, cpus=cores)
+    res.update(rounds=args.rounds, curve_rounds=args.curve_rounds, cpus=cores)
     try:
         pw = _secret(work / "pw", "bench-pass")
         src.sql("CREATE USER 'backup'@'localhost' IDENTIFIED BY 'bench-pass'")
@@ -303,13 +308,13 @@ def main() -> None:
                     for who in order:
                         script = plain(kind) if who == "plain" else ours(kind, default_cfg)
                         backup(f"{who} {kind}", who, kind, script)
-            if not args.no_curve:
+            if args.curve_rounds:
                 default_full = [x for x in runs if x["label"] == "ours full"]
                 rate = statistics.median(x["source_bytes"] / x["seconds"] for x in default_full) / 3
                 THROTTLES["stream rate 1/3"] = {"stream_bytes_per_second": int(rate)}
                 THROTTLES["engine --throttle 1/3"] = {"engine_iops": max(1, round(rate / 2**20))}
                 res["throttles"] = THROTTLES
-                for r in range(args.rounds):
+                for r in range(args.curve_rounds):
                     print(f"throttle round {r + 1}", flush=True)
                     for name, throttle in THROTTLES.items():
                         backup(f"ours full, {name}", "ours", "full", ours("full", config_with(throttle, "t")))
@@ -354,7 +359,8 @@ def main() -> None:
     res["summary"] = summary
     print(
         f"\nsysbench oltp_read_write, {args.tables} x {args.table_size} rows ({res['data_bytes'] / 2**20:.0f} MiB), "
-        f"{args.threads} threads, {cores} cores; median of {args.rounds} rounds, interleaved. The machine is shared: "
+        f"{args.threads} threads, {cores} cores; median of {args.rounds} rounds (throttles: {args.curve_rounds}), "
+        "interleaved. The machine is shared: "
         f"{res['machine_busy_cpu_seconds']:.0f} CPU-s were used by all processes over "
         f"{res['elapsed_seconds']:.0f}s ({cores * res['elapsed_seconds']:.0f} CPU-s available)."
     )

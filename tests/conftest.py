@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.dagster",
     "tests.fixtures.postgres",
+    "tests.fixtures.docker",
 ]

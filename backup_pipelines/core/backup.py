@@ -50,7 +50,7 @@ def run_physical_backup(
     backup_id = new_backup_id(kind, started)
     with (
         host_lock(cfg.work_dir, host, f"backup {kind}", kind="physical"),  # a full and an incremental never overlap
-        catalog.lease(host, [backup_id], purpose=f"{kind} backup"),  # cleanup anywhere leaves it alone
+        catalog.lease(host, [backup_id], purpose=f"{kind} backup") as lease,  # cleanup anywhere leaves it alone
     ):
         removed = catalog.cleanup_orphans(host, timedelta(hours=cfg.orphan_grace_hours))
         if removed:
@@ -65,7 +65,8 @@ def run_physical_backup(
                     host=host,
                     hint=f"take a full backup first: backup-pipelines backup full --host {host}",
                 )
-            catalog.chain(host, parent.id)  # refuse to extend a broken chain
+            ancestry = catalog.chain(host, parent.id)  # refuse to extend a broken chain
+            lease.extend([m.id for m in ancestry])  # and keep prune elsewhere off it until committed
             if parent.to_lsn is None:
                 raise ChainError(f"parent {parent.id} records no to_lsn", host=host, backup_id=parent.id)
 

@@ -211,6 +211,18 @@ class Catalog:
         A manifest naming a missing object would list a backup that cannot be restored; the
         stat (HEAD on S3) catches an object removed or never committed since it was written.
         """
+        if m.parent_id is not None:  # a prune elsewhere must not have taken the parent meanwhile
+            try:
+                gone = self.read_manifest(m.host, m.parent_id).status != "completed"
+            except NotFoundError:
+                gone = True
+            if gone:
+                raise ChainError(
+                    f"backup {m.id} of {m.host} was not committed: its parent {m.parent_id} was deleted meanwhile",
+                    host=m.host,
+                    backup_id=m.id,
+                    hint=f"take a full backup: backup-pipelines backup full --host {m.host}",
+                )
         for obj in m.objects:
             info = self.repo.stat(obj.key)
             if info is None or info.size != obj.size:
@@ -388,13 +400,8 @@ class Catalog:
         self.repo.delete([self.manifest_key(m.host, m.id)])
 
     # -- orphans of interrupted runs -----------------------------------------------------
-    def orphans(self, host: str, older_than: datetime) -> list[str]:
-        """Backup directories with objects but no manifest, last written before `older_than`, unleased.
-
-        The order matters: objects are listed first and leases read after, so any object seen
-        was written after its run's lease (a run leases first); a directory is dropped if its
-        manifest appeared meanwhile (the run committed and let its lease go since the listing).
-        """
+    def _unmanifested(self, host: str, older_than: datetime) -> list[str]:
+        """Backup directories with objects but no manifest, last written before `older_than`."""
         prefix = f"{self.host_prefix(host)}backups/"
         newest: dict[str, datetime] = {}
         has_manifest: set[str] = set()
@@ -404,38 +411,58 @@ class Catalog:
                 has_manifest.add(bid)
             mod = info.modified or datetime.now(UTC)
             newest[bid] = max(newest.get(bid, mod), mod)
-        stale = [b for b, t in newest.items() if b not in has_manifest and t < older_than]
-        if not stale:
-            return []
-        leased = self.leased_ids(host)
-        return sorted(b for b in stale if b not in leased and not self.repo.exists(self.manifest_key(host, b)))
+        return sorted(b for b, t in newest.items() if b not in has_manifest and t < older_than)
+
+    def _unleased(self, host: str, candidates: list[str], leased: set[str]) -> list[str]:
+        # A directory whose manifest appeared since the listing was committed (and its lease let go).
+        return [b for b in candidates if b not in leased and not self.repo.exists(self.manifest_key(host, b))]
+
+    def orphans(self, host: str, older_than: datetime) -> list[str]:
+        """Backup directories with objects but no manifest, last written before `older_than`, unleased.
+
+        The order matters: objects are listed first and leases read after, so any object seen
+        was written after its run's lease (a run leases first); a directory is dropped if its
+        manifest appeared meanwhile (the run committed and let its lease go since the listing).
+        """
+        candidates = self._unmanifested(host, older_than)
+        return self._unleased(host, candidates, self.leased_ids(host)) if candidates else []
 
     def cleanup_orphans(self, host: str, grace: timedelta) -> list[str]:
-        """Remove what interrupted runs left; never anything a live lease names, whatever the grace."""
+        """Remove what interrupted runs left; never anything a live lease names, whatever the grace.
+
+        One reading of the leases, taken after both the objects and the incomplete writes are
+        listed, decides for both, so a run's leftovers go in one cleanup once its lease lapsed.
+        """
         cutoff = datetime.now(UTC) - grace
         removed: list[str] = []
-        for bid in self.orphans(host, cutoff):
+        candidates = self._unmanifested(host, cutoff)
+        backups = f"{self.host_prefix(host)}backups/"
+        reading: list[tuple[set[str], list[str]]] = []  # taken once, when first needed
+
+        def leases() -> set[str]:
+            if not reading:
+                reading.append(self.read_leases(host))
+            return reading[0][0]
+
+        def in_flight(key: str) -> bool:
+            # Called by the driver after it has listed every incomplete write.
+            return key.startswith(backups) and key[len(backups) :].split("/", 1)[0] in leases()
+
+        incomplete = self.repo.cleanup_incomplete(self.host_prefix(host), cutoff, keep=in_flight)
+        live = leases()
+        for bid in self._unleased(host, candidates, live):
             keys = [i.key for i in self.repo.list(self.backup_prefix(host, bid))]
             self.repo.delete(keys)
             removed.extend(keys)
+        removed.extend(incomplete)
         # A deleting-marked manifest whose data is gone is the tail of an interrupted prune.
         for m in self.list_backups(host, include_deleting=True):
             if m.status == "deleting":
                 self.delete_backup(m)
                 removed.append(self.manifest_key(host, m.id))
-        backups = f"{self.host_prefix(host)}backups/"
-        leased: set[str] | None = None
-
-        def in_flight(key: str) -> bool:
-            # Called by the driver after it has listed the incomplete writes (same ordering as orphans).
-            nonlocal leased
-            if not key.startswith(backups):
-                return False
-            if leased is None:
-                leased = self.leased_ids(host)
-            return key[len(backups) :].split("/", 1)[0] in leased
-
-        removed.extend(self.repo.cleanup_incomplete(self.host_prefix(host), cutoff, keep=in_flight))
+        lapsed = reading[0][1]
+        self.repo.delete(lapsed)  # the leases of dead runs, lapsed in that same reading
+        removed.extend(lapsed)
         return removed
 
     # -- verification reports ---------------------------------------------------------
@@ -455,22 +482,32 @@ class Catalog:
 
     # -- leases: runs in progress (see leases.py) -------------------------------------
     @contextmanager
-    def lease(self, host: str, backup_ids: list[str], *, purpose: str, ttl: float | None = None) -> Iterator[str]:
+    def lease(self, host: str, backup_ids: list[str], *, purpose: str, ttl: float | None = None) -> Iterator[Lease]:
         """Hold a renewed lease on backups being written or read, for as long as the block runs."""
         held = Lease(self, host, backup_ids, purpose=purpose, ttl=ttl or self.lease_seconds).start()
         try:
-            yield held.key
+            yield held
         finally:
             held.stop()
 
-    def leased_ids(self, host: str, now: datetime | None = None) -> set[str]:
+    def read_leases(self, host: str, now: datetime | None = None) -> tuple[set[str], list[str]]:
+        """One reading of the host's leases: the backup ids live leases name, and the lapsed lease keys."""
         now = now or datetime.now(UTC)
         ids: set[str] = set()
+        lapsed: list[str] = []
         for info in self.repo.list(f"{self.host_prefix(host)}leases/"):
             try:
                 doc = self.open_json(self.repo.get_bytes(info.key), info.key)
-            except (NotFoundError, IntegrityError):
+            except NotFoundError:
+                continue
+            except IntegrityError:
+                lapsed.append(info.key)  # unreadable: it protects nothing
                 continue
             if is_live(doc, info.modified, now):
                 ids.update(doc["backup_ids"])
-        return ids
+            else:
+                lapsed.append(info.key)
+        return ids, lapsed
+
+    def leased_ids(self, host: str, now: datetime | None = None) -> set[str]:
+        return self.read_leases(host, now)[0]

@@ -186,6 +186,16 @@ class ThrottleSettings(_Model):
         return self.nice is not None or self.ionice_class is not None
 
 
+class BinlogSettings(_Model):
+    """Binlog archiving for point-in-time recovery (docs/pitr.md); the CLI commands need none of it."""
+
+    # Who archives: `stream` (a systemd unit runs `binlog stream`), `push` (Dagster schedules
+    # `binlog push` on push_cron), or `none` (no Dagster schedule; the freshness check still runs).
+    archiver: Literal["none", "push", "stream"] = "none"
+    push_cron: str = "* * * * *"
+    rpo_seconds: Annotated[int, Field(ge=1)] = 60  # the freshness check's limit
+
+
 class HostConfig(_Model):
     engine: Literal["mariabackup", "xtrabackup", "innobackupex"] = "mariabackup"
     datadir: Path
@@ -206,6 +216,7 @@ class HostConfig(_Model):
     schedules: Schedules = Schedules()
     retention: RetentionPolicy = RetentionPolicy()
     dump: DumpSettings = DumpSettings()
+    binlog: BinlogSettings = BinlogSettings()
 
     @model_validator(mode="after")
     def _connection(self) -> HostConfig:
@@ -232,6 +243,8 @@ class StagingTarget(_Model):
     password_file: Path | None = None
     stop_command: list[str]
     start_command: list[str]
+    # How long the started server may take to accept connections before the restore is rolled back.
+    start_timeout_seconds: Annotated[float, Field(gt=0)] = 120.0
     transport: Transport = LocalTransport()
 
 

@@ -41,6 +41,10 @@ def check_catalog(catalog: Catalog, host: str) -> dict[str, Any]:
             problems.append(f"{m.id}: starts at LSN {m.from_lsn} but parent {parent.id} ends at {parent.to_lsn}")
         elif (m.to_lsn or 0) < (m.from_lsn or 0):
             problems.append(f"{m.id}: to_lsn {m.to_lsn} is before from_lsn {m.from_lsn}")
+    from .binlog.check import check_binlogs
+
+    binlogs = check_binlogs(catalog, host)
+    problems.extend(binlogs.pop("problems"))
     chains = chains_of(backups)
     physical = [m for m in backups if m.kind in PHYSICAL]
     newest = physical[-1] if physical else None
@@ -52,6 +56,7 @@ def check_catalog(catalog: Catalog, host: str) -> dict[str, Any]:
         "newest_kind": newest.kind if newest else None,
         "newest_finished_at": newest.finished_at.isoformat() if newest else None,
         "newest_chain": newest_chain(catalog, newest) if newest else None,
+        "binlogs": binlogs,
         "problems": problems,
     }
 

@@ -62,6 +62,11 @@ class Lease:
             except BackupPipelinesError as err:  # keep trying; the manifest's object check is the backstop
                 log.warning("could not renew lease %s (%s): %s", self.key, self.purpose, err)
 
+    def extend(self, backup_ids: list[str]) -> None:
+        """Name more backups (an incremental's parent chain, once resolved) and rewrite at once."""
+        self.backup_ids = sorted(set(self.backup_ids) | set(backup_ids))
+        self.write()
+
     def start(self) -> Lease:
         self.write()
         self._thread.start()

@@ -260,7 +260,8 @@ class Duplicity:
         from .repository.s3 import make_client
 
         bucket, _, prefix = url[len("boto3+s3://") :].partition("/")
-        client = make_client(endpoint_url=self.cfg.s3_endpoint_url, region=self.cfg.s3_region)
+        # Two small calls outside the repository's retry layer: botocore's own retries cover them.
+        client = make_client(endpoint_url=self.cfg.s3_endpoint_url, region=self.cfg.s3_region, botocore_max_attempts=3)
         try:
             pages = client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix.rstrip("/") + "/" if prefix else ""

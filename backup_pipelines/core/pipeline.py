@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .codec import CallableSink, encode_chain
+from .codec import CallableSink, Stage, _CompressStage, encode_chain
 from .config import ThrottleSettings
 from .errors import BackupPipelinesError, StorageError, ToolError, tail
+from .handoff import Handoff
 from .process import Tool, describe, enlarge_pipe
-from .scheduling import run_lowered
+from .scheduling import lower_session, run_lowered
 from .session import Session
 
 READ_SIZE = 1024 * 1024
@@ -173,8 +174,15 @@ def _stream_command(
     writer = session.repo.open_writer(key, size_hint=size_hint)
     committed = False
     last = bytearray()
+    handoff: Handoff | None = None
     try:
-        head, digest = encode_chain(codec, session.keyring, CallableSink(writer.write))
+        # Encryption, the digest and the writer run in a thread of their own behind compression
+        # (see handoff); the chain is the one encode_chain builds, cut after the compressor.
+        store, digest = encode_chain(replace(codec, compression="none"), session.keyring, CallableSink(writer.write))
+        head: Stage = store
+        if codec.compression == "zstd":
+            handoff = Handoff(store)
+            head = _CompressStage(codec.level, codec.threads, handoff)
         with Tool(
             cmd,
             what=what,
@@ -185,6 +193,8 @@ def _stream_command(
             backup_id=backup_id,
         ) as tool:
             tools.append(tool)
+            if throttle is not None:
+                lower_session(tool.proc.pid, throttle)
             try:
                 source_size = pump(tool, head.write, progress, last if stdout_marker else None, rate)
             except BackupPipelinesError as err:
@@ -206,6 +216,8 @@ def _stream_command(
         committed = True
     finally:
         if not committed:
+            if handoff is not None:
+                handoff.close()
             writer.abort()
     if info.size != digest.size:
         session.repo.delete([key])

@@ -221,6 +221,14 @@ def prune(
     dumps = plan_dumps(backups, rotation, leased_ids=leased)
     deleted: list[str] = []
     skipped: list[str] = []
+    from .binlog.index import BinlogIndex
+    from .binlog.retention import plan_binlogs
+
+    binlog_index = BinlogIndex(catalog)
+    doomed = {m.id for m in physical.delete}
+    binlogs = plan_binlogs(
+        [m for m in backups if m.kind in PHYSICAL and m.id not in doomed], binlog_index.instances(host)
+    )
     if apply:
         for m in [*physical.delete, *dumps.delete]:
             if m.id in catalog.leased_ids(host):  # a restore started since planning: leave it
@@ -228,11 +236,16 @@ def prune(
                 continue
             catalog.delete_backup(m)
             deleted.append(m.id)
+        if not skipped:  # binlogs go only once every backup that needed them is gone
+            for inst in binlogs.delete:
+                binlog_index.delete(inst.segments)
+                deleted.append(f"binlog {inst.name}")
     return {
         "host": host,
         "applied": apply,
         "physical": physical.summary(),
         "dumps": dumps.summary(),
+        "binlogs": binlogs.summary(),
         "deleted": deleted,
         "skipped_leased": skipped,
     }

@@ -7,13 +7,22 @@ and the uploader's threads all inherit it, and the caller's thread keeps its pri
 unprivileged process cannot raise a priority back). The IO classes only take effect under
 the bfq (or old cfq) IO scheduler; under mq-deadline or none the kernel records them but
 does not schedule by them.
+
+With the scheduler's autogroups on (Debian's default: /proc/sys/kernel/sched_autogroup_enabled),
+CPU time is shared fairly between sessions first and a thread's nice value only counts within
+its own session. mariadbd runs in a session of its own, and so does the backup tool (Tool
+starts it with a new session), so the tool's session is given the niceness too
+(/proc/PID/autogroup), and so is ours when we lead our session (the CLI started by a transport,
+cron or systemd); a CLI run from an interactive shell shares the shell's session and is left alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from .config import ThrottleSettings
@@ -35,6 +44,19 @@ def lower_this_thread(throttle: ThrottleSettings) -> None:
         run([*cmd, "-p", str(tid)], what="setting the pipeline's IO priority")
 
 
+def lower_session(pid: int, throttle: ThrottleSettings) -> None:
+    """Give the autogroup of `pid`'s session the niceness asked, if autogroups exist and `pid` leads it."""
+    if throttle.nice is None:
+        return
+    path = Path(f"/proc/{pid}/autogroup")
+    with contextlib.suppress(OSError, ValueError, IndexError):  # no autogroups here, or the process is gone
+        if os.getsid(pid) != pid:
+            return
+        current = int(path.read_text().rsplit("nice", 1)[1])
+        if throttle.nice > current:
+            path.write_text(str(throttle.nice))
+
+
 def run_lowered(throttle: ThrottleSettings, fn: Callable[[], T], cancel: Callable[[], object]) -> T:
     """Run `fn` in a thread at the lowered priority and return its result (or raise what it raised).
 
@@ -46,6 +68,7 @@ def run_lowered(throttle: ThrottleSettings, fn: Callable[[], T], cancel: Callabl
     def body() -> None:
         try:
             lower_this_thread(throttle)
+            lower_session(os.getpid(), throttle)
             box["result"] = fn()
         except BaseException as err:  # handed to the caller, which raises it
             box["error"] = err

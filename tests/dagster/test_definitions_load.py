@@ -175,3 +175,17 @@ def test_a_plain_partition_key_that_is_not_a_restore_point_is_refused_clearly(tm
 def test_a_plain_partition_key_names_its_restore_point(tmp_path):
     cfg = _cfg(_config(tmp_path, {"db1": "mariabackup"}))
     assert parse_restore_point(cfg, "2026-12-02|db1") == ("db1", "2026-12-02")
+
+
+def test_a_run_launched_with_a_bare_host_as_its_partition_fails_clearly(tmp_path, dagster_instance):
+    """Only the plain `dagster/partition` tag, and the wrong shape: a message, not an AssertionError."""
+    from tests.fixtures.dagster import failure_message
+
+    loaded = build_definitions(_config(tmp_path, {"db1": "mariabackup"}))
+    for job in ("restore_verification", "staging_restore"):
+        res = loaded.resolve_job_def(job).execute_in_process(
+            instance=dagster_instance, tags={"dagster/partition": "db1"}, raise_on_error=False
+        )
+        assert not res.success
+        msg = failure_message(res)
+        assert "partition key 'db1' is not a restore point" in msg and "'<day>|<host>'" in msg, msg

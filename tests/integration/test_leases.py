@@ -25,7 +25,7 @@ from tests.fixtures.mariadb import load_shop
 from tests.integration.test_dumps import DUMP_GRANTS
 
 pytestmark = pytest.mark.integration
-LEASE_SECONDS = 3.0
+LEASE_SECONDS = 6.0  # short for the test, long enough that a loaded CI machine still renews in time
 
 
 class GatedDump:
@@ -177,6 +177,8 @@ def test_a_killed_dump_holds_nothing_once_its_lease_lapses(setup):
     assert time.monotonic() - killed_at >= LEASE_SECONDS * 0.7  # renewed every ttl/4 until the kill
     assert in_flight(session, s3, bucket) == set()
     assert session.catalog.list_backups("db1") == []
+    assert any("/leases/" in k for k in removed)  # the lapsed lease object is swept too
+    assert list(session.repo.list("hosts/db1/leases/")) == []
     if s3 is not None:
         return  # moto reports every multipart upload as initiated in 2010: grace is not testable there
     # A grace period still applies to a lapsed lease's leftovers: a fresh kill is kept for an hour.
@@ -188,5 +190,7 @@ def test_a_killed_dump_holds_nothing_once_its_lease_lapses(setup):
         os.killpg(dump.pid, signal.SIGKILL)
         dump.communicate(timeout=60)
     time.sleep(LEASE_SECONDS + 1)
-    assert session.catalog.cleanup_orphans("db1", timedelta(hours=1)) == []
+    removed = session.catalog.cleanup_orphans("db1", timedelta(hours=1))
+    assert [k for k in removed if "/leases/" not in k] == []  # only the dead run's lapsed lease went
+    assert len(removed) == 1 and session.catalog.leased_ids("db1") == set()
     assert in_flight(session, s3, bucket)

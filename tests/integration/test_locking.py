@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from backup_pipelines.core.backup import run_physical_backup
@@ -60,3 +62,19 @@ def test_lock_kinds_a_dump_never_blocks_physical_backups_but_physical_runs_exclu
         physical_holder.wait()
     assert [m.id for m in session.catalog.list_backups("db1")] == [full.id]
     assert session.catalog.leased_ids("db1") == set()  # a refused run leaves no lease behind
+
+
+def test_two_full_backups_started_at_once_one_proceeds_the_other_exits_9(source, make_config, tmp_path):
+    import subprocess
+    import sys
+
+    make_config()
+    argv = [sys.executable, "-m", "backup_pipelines.cli", "-c", str(tmp_path / "config.yaml"), "backup", "full"]
+    procs = [subprocess.Popen([*argv, "--host", "db1"], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((p.wait(timeout=300), p.stderr.read() if p.stderr else "") for p in procs)
+    assert [rc for rc, _ in results] == [0, ExitCode.LOCKED], results
+    assert "another physical backup of host db1 is running" in results[1][1]
+    session = Session.open(make_config())
+    assert [m.kind for m in session.catalog.list_backups("db1")] == ["full"]
+    assert session.catalog.orphans("db1", older_than=datetime.now(UTC)) == []  # the refused run wrote nothing
+    assert session.catalog.leased_ids("db1") == set()

@@ -68,6 +68,14 @@ def test_push_and_restore_to_the_second(source, make_config, repo_key, tmp_path)
     assert r2["backup_id"].endswith("-incremental")
     restore_and_compare(config, tmp_path, "t3", iso(t3), fp3)
 
+    out = cli(config, "check", "--host", "db1", "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    report = json.loads(out.stdout)["binlogs"]
+    assert report["gaps"] == [] and report["latest_restorable"] >= iso(t3)
+    out = cli(config, "verify", "--host", "db1", "--at", iso(t2), "--json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(out.stdout)["tables"]["pitr.ticks"]["checksum"] == fp2["pitr.ticks"]["checksum"]
+
     # After the newest archived point: refused with exit 3, the target untouched, the latest time named.
     target = tmp_path / "restores" / "future"
     out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--at", iso(t3 + 3600))
@@ -122,6 +130,8 @@ def test_purged_binlog_is_a_gap_on_s3(source, make_config, s3_server, s3_bucket,
     out = cli(config, "binlog", "push", "--host", "db1", "--json")
     assert out.returncode == 4  # the old backup's gap is still retained
     restore_and_compare(config, tmp_path, "after-gap", iso(t_ok), fp_ok)
+    out = cli(config, "check", "--host", "db1")
+    assert out.returncode == 4 and "binlog gap" in out.stdout, out.stdout
 
     target = tmp_path / "restores" / "gtid"
     out = cli(config, "restore", "--host", "db1", "--target-datadir", str(target), "--gtid", gtid, "--json")
@@ -142,8 +152,12 @@ def test_stream_survives_sigkill_and_sigterm(source, make_config, repo_key, tmp_
     config = tmp_path / "config.yaml"
     session = Session.open(cfg)
 
+    def spools() -> set[Path]:
+        return set((tmp_path / "work").glob("bp-binlog-stream-db1-*"))
+
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        before = spools()
+        proc = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -161,6 +175,11 @@ def test_stream_survives_sigkill_and_sigterm(source, make_config, repo_key, tmp_
             stderr=subprocess.PIPE,
             text=True,
         )
+        deadline = time.monotonic() + 60  # streaming once its spool exists (start-up is slow on a busy box)
+        while not spools() - before:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        return proc
 
     with SteadyWriter(source) as w:
         run_physical_backup(session, "db1", "full")
@@ -189,3 +208,30 @@ def test_stream_survives_sigkill_and_sigterm(source, make_config, repo_key, tmp_
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["archived"] == [], "stream left bytes behind for push"
     restore_and_compare(config, tmp_path, "streamed", iso(t), fp)
+
+
+def test_prune_drops_binlogs_no_retained_backup_needs(source, make_config, tmp_path):
+    grant_archiver(source)
+    cfg = make_config(host_overrides={"retention": {"keep_full_chains": 1}})
+    config = tmp_path / "config.yaml"
+    session = Session.open(cfg)
+    source.sql("CREATE DATABASE app")
+    source.sql("CREATE TABLE app.t (id INT PRIMARY KEY)")
+    run_physical_backup(session, "db1", "full")
+    source.sql("INSERT INTO app.t VALUES (1)")
+    source.sql("FLUSH BINARY LOGS")
+    source.sql("INSERT INTO app.t VALUES (2)")
+    assert cli(config, "binlog", "push", "--host", "db1").returncode == 0
+    source.sql("FLUSH BINARY LOGS")
+    run_physical_backup(session, "db1", "full")  # replays from the third file: the first two are not needed
+    source.sql("INSERT INTO app.t VALUES (3)")
+    assert cli(config, "binlog", "push", "--host", "db1").returncode == 0
+    out = cli(config, "prune", "--host", "db1", "--apply", "--json")
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)["binlogs"]
+    assert [n.rsplit("-", 1)[1] for n in plan["delete"]] == ["binlog.000001", "binlog.000002"], plan
+    status = json.loads(cli(config, "binlog", "status", "--host", "db1", "--json").stdout)
+    assert [f["file"] for f in status["files"]] == ["binlog.000003"] and status["gaps"] == []
+    assert cli(config, "check", "--host", "db1").returncode == 0
+    listed = cli(config, "list", "--host", "db1")
+    assert f"latest restorable time {status['latest_restorable']}" in listed.stdout, listed.stdout

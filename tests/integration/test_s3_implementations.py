@@ -99,3 +99,21 @@ def test_housekeeping_the_server_lacks_is_skipped_with_one_warning(s3rver_server
     assert len(warnings) == 1, warnings
     assert "lifecycle rule" in warnings[0] and "not a transient fault" in warnings[0]
     assert "health" not in warnings[0]
+
+
+def test_cleanup_on_a_server_without_upload_listing_exits_zero(
+    s3rver_server, s3rver_bucket, make_config, tmp_path, caplog, capsys
+):
+    """`cleanup` (and the housekeeping before every backup) on s3rver: exit 0, one warning, no 'health' hint."""
+    from backup_pipelines.cli import main
+
+    driver_mod._WARNED_NO_UPLOAD_LISTING.clear()
+    make_config(f"s3://{s3rver_bucket}/mysql", s3_endpoint=s3rver_server.endpoint_url)
+    with caplog.at_level(logging.WARNING):
+        rc = main(["-c", str(tmp_path / "config.yaml"), "cleanup", "--host", "db1", "--grace-hours", "0"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    assert "removed 0 orphaned object(s)" in out.out
+    text = caplog.text + out.err
+    assert text.count("does not implement ListMultipartUploads") == 1
+    assert "check the S3 endpoint's health" not in text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from backup_pipelines.core.backup import run_physical_backup
@@ -72,3 +74,84 @@ def test_failed_staging_restore_leaves_staging_as_it_was(source, make_config, st
                 raise
             time.sleep(0.2)
     assert "old_staging_data" in dbs
+
+
+FLAKY_START = """
+mode=$(cat "$MODE_FILE" 2>/dev/null); rm -f "$MODE_FILE"
+case "$mode" in
+  fail) echo "simulated: the init system refused to start it" >&2; exit 3;;
+  noop) exit 0;;
+  corrupt) printf 'not a MyISAM index at all' | dd of="$DATADIR/shop/legacy.MYI" conv=notrunc 2>/dev/null;;
+esac
+exec "$@"
+"""
+
+
+def _databases(staging, timeout: float = 60) -> list[str]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return [r[0] for r in staging.server().sql("SHOW DATABASES")]
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def test_every_failure_after_the_swap_rolls_back_and_restarts_the_previous_data(
+    source, make_config, staging_server, tmp_path
+):
+    from backup_pipelines.core.errors import ToolError, VerificationFailed
+
+    mode = tmp_path / "start-mode"
+    entry = staging_server.config_entry()
+    entry["start_command"] = [
+        "env",
+        f"MODE_FILE={mode}",
+        f"DATADIR={staging_server.datadir}",
+        "sh",
+        "-c",
+        FLAKY_START,
+        "sh",
+        *staging_server.start_command,
+    ]
+    entry["start_timeout_seconds"] = 3
+    cfg = make_config(extra={"staging": {"stage1": entry}})
+    load_shop(source, orders=200)
+    source.sql("CREATE TABLE shop.legacy (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=MyISAM")
+    source.sql("INSERT INTO shop.legacy VALUES (1, 'a'), (2, 'b'), (3, 'c')")
+    s = Session.open(cfg)
+    full = run_physical_backup(s, "db1", "full")
+    aside = staging_server.root / "data.bp-previous"
+
+    cases = [
+        ("fail", ToolError, "starting staging server stage1 failed"),
+        ("noop", ToolError, "did not accept connections within 3s"),
+        ("corrupt", VerificationFailed, "shop.legacy"),
+    ]
+    for what, error, message in cases:
+        mode.write_text(what)
+        with pytest.raises(error, match=message) as err:
+            staging_restore(s, "stage1", "db1")
+        assert "put back" in str(err.value) and "restarted" in str(err.value), (what, str(err.value))
+        dbs = _databases(staging_server)
+        assert "old_staging_data" in dbs and "shop" not in dbs, what  # the previous data, running again
+        assert not aside.exists(), what
+        assert not mode.exists(), what  # the wrapper really ran its failure
+    failed = s.catalog.verifications("db1", full.id)
+    assert [r.passed for r in failed] == [False]  # the failed check is on record
+    assert any("shop.legacy" in p for p in failed[0].problems)
+
+    # An interrupted run left its aside copy: the next run refuses and touches nothing.
+    aside.mkdir()
+    (aside / "only-copy").write_text("precious")
+    with pytest.raises(RefusedError, match="interrupted restore"):
+        staging_restore(s, "stage1", "db1")
+    assert (aside / "only-copy").read_text() == "precious"
+    assert "old_staging_data" in _databases(staging_server, timeout=5)  # never stopped
+    shutil.rmtree(aside)
+
+    report = staging_restore(s, "stage1", "db1")  # and a good run still replaces staging
+    assert report.passed and "shop" in _databases(staging_server) and not aside.exists()

@@ -242,3 +242,95 @@ def test_listing_resumes_after_a_failed_page(s3_bucket, faulty_s3, monkeypatch):
     assert [i.key for i in repo.list("")] == names
     assert faulty_s3.counts["errors"] > 0
     assert sum("continuation-token" in t for t in listings) >= 3, "four pages of three keys"
+
+
+def _part_number(req) -> int | None:
+    if not req.is_upload_part:
+        return None
+    return int(req.target.split("partNumber=")[1].split("&")[0])
+
+
+def _cli_put(endpoint: str, url: str, data: bytes):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_CONFIG"}
+    opts = ["--endpoint-url", endpoint, "--region", "us-east-1", "--part-size", str(PART), "--concurrency", "3"]
+    cmd = [sys.executable, "-m", "backup_pipelines.cli", "stream", "put", *opts, url]
+    return subprocess.run(cmd, input=data, capture_output=True, timeout=300, env=env)
+
+
+def test_a_storm_of_slowdowns_and_resets_on_the_defaults(s3_server, s3_bucket, faulty_s3):
+    """`stream put`/`get` as shipped (one retry layer, the default budget) through 25% 503/500 and 10% resets."""
+    import subprocess
+    import sys
+
+    faulty_s3.error_rate = 0.25
+    faulty_s3.reset_rate = 0.10
+    tries: dict[int, int] = {}
+    match = faulty_s3.match
+
+    def count(req) -> bool:
+        n = _part_number(req)
+        if n is not None:
+            tries[n] = tries.get(n, 0) + 1
+        return match(req)
+
+    faulty_s3.match = count
+    data = os.urandom(4 * PART + 999)
+    put = _cli_put(faulty_s3.endpoint_url, f"s3://{s3_bucket}/storm", data)
+    assert put.returncode == 0, put.stderr.decode()
+    assert faulty_s3.counts["errors"] + faulty_s3.counts["resets_before"] + faulty_s3.counts["resets_after"] > 3
+    assert max(tries.values()) <= RetryPolicy().max_attempts
+    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_CONFIG"}
+    opts = ["--endpoint-url", faulty_s3.endpoint_url, "--region", "us-east-1"]
+    got = subprocess.run(
+        [sys.executable, "-m", "backup_pipelines.cli", "stream", "get", *opts, f"s3://{s3_bucket}/storm"],
+        capture_output=True,
+        timeout=300,
+        env=env,
+    )
+    assert got.returncode == 0 and got.stdout == data, got.stderr.decode()
+
+
+def test_an_outage_outlasting_the_budget_fails_in_bounded_time(s3_server, s3_bucket, faulty_s3):
+    """Everything answers 503 once the first part is sent: exit 6 within the documented bound, each
+    part tried exactly max_attempts times (one layer: not botocore's 3 x ours), nothing listed;
+    cleanup aborts the upload the failed run could not, and the next run is fine."""
+    import time
+    from datetime import UTC, datetime
+
+    from backup_pipelines.core.errors import ExitCode
+
+    tries: dict[int, int] = {}
+    down = []
+
+    def outage(req) -> bool:
+        n = _part_number(req)
+        if n is not None:
+            tries[n] = tries.get(n, 0) + 1
+            down.append(True)
+        return bool(down)
+
+    faulty_s3.match = outage
+    faulty_s3.error_rate = 1.0
+    data = os.urandom(4 * PART)
+    t0 = time.monotonic()
+    put = _cli_put(faulty_s3.endpoint_url, f"s3://{s3_bucket}/outage", data)
+    elapsed = time.monotonic() - t0
+    policy = RetryPolicy()
+    assert put.returncode == ExitCode.STORAGE, put.stderr.decode()
+    assert b"after 8 attempts" in put.stderr and b"Traceback" not in put.stderr
+    # The part's budget, then a 3-try abort, plus process start and request time.
+    assert elapsed < policy.worst_case_wait() + 2 * policy.max_delay + 15, elapsed
+    assert max(tries.values()) == policy.max_attempts, tries
+    assert keys(s3_server, s3_bucket) == []
+    assert in_progress(s3_server, s3_bucket) == ["outage"]  # the abort could not get through either
+
+    faulty_s3.error_rate = 0.0
+    repo = S3Repository(f"s3://{s3_bucket}", endpoint_url=s3_server.endpoint_url)
+    assert repo.cleanup_incomplete("", datetime.now(UTC)) == ["outage"]
+    assert in_progress(s3_server, s3_bucket) == []
+    again = _cli_put(faulty_s3.endpoint_url, f"s3://{s3_bucket}/outage", data)
+    assert again.returncode == 0, again.stderr.decode()
+    assert s3_server.client().get_object(Bucket=s3_bucket, Key="outage")["Body"].read() == data

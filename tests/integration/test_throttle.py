@@ -70,6 +70,9 @@ def test_whole_pipeline_runs_at_the_priority_asked_and_the_caller_keeps_its_own(
     seen: list[tuple[int, str]] = []
     script = (
         f"cut -d' ' -f19 /proc/$$/stat > {tmp_path / 'tool.nice'}; ionice > {tmp_path / 'tool.io'}; "
+        # The parent sets the session's autogroup just after the spawn: wait up to 5 s for it.
+        "for i in $(seq 50); do grep -q 'nice 12' /proc/$$/autogroup && break; sleep 0.1; done; "
+        f"cat /proc/$$/autogroup > {tmp_path / 'tool.autogroup'}; "
         "head -c 8388608 /dev/urandom"
     )
     with _session(tmp_path) as session:
@@ -86,6 +89,9 @@ def test_whole_pipeline_runs_at_the_priority_asked_and_the_caller_keeps_its_own(
     assert s.source_size == 8 * MiB
     assert (tmp_path / "tool.nice").read_text().strip() == "12"
     assert (tmp_path / "tool.io").read_text().strip() == "best-effort: prio 6"
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1":
+        # The tool leads its own session: its autogroup is what competes with mariadbd's for CPU.
+        assert (tmp_path / "tool.autogroup").read_text().split()[-1] == "12"
     assert seen == [(12, "best-effort: prio 6")]  # our compress/encrypt/write thread
     assert _thread_priority(threading.get_native_id()) == before
 
@@ -103,7 +109,8 @@ def test_a_throttled_mariabackup_backup_runs_niced_idle_and_with_throttle(source
             }
         }
     )
-    tools: dict[int, tuple[int, str, str]] = {}
+    tools: dict[int, tuple[int, str, str, str]] = {}
+    autogroups = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
 
     def watch(_n: int) -> None:
         for pid in os.listdir("/proc"):
@@ -116,12 +123,39 @@ def test_a_throttled_mariabackup_backup_runs_niced_idle_and_with_throttle(source
                 continue
             if int(stat[1]) == os.getpid() and cmdline[0].endswith(b"mariabackup"):
                 io = subprocess.run(["ionice", "-p", pid], capture_output=True, text=True).stdout.strip()
-                tools[int(pid)] = (int(stat[16]), io, " ".join(a.decode() for a in cmdline))
+                group = Path(f"/proc/{pid}/autogroup").read_text().split()[-1] if autogroups else "n/a"
+                tools[int(pid)] = (int(stat[16]), io, group, " ".join(a.decode() for a in cmdline))
 
     with Session.open(cfg) as session:
         m = run_physical_backup(session, "db1", "full", progress=watch)
     assert m.size_bytes > 0 and m.source_size_bytes > 0
     assert tools, "mariabackup was never seen running"
-    [(nice, io, cmdline)] = tools.values()
+    [(nice, io, group, cmdline)] = tools.values()
     assert nice == 9 and io == "idle"
+    assert group == ("9" if autogroups else "n/a")
     assert "--throttle=200" in cmdline
+
+
+def test_ctrl_c_during_a_niced_stream_kills_the_tool_and_commits_nothing(tmp_path):
+    import _thread
+
+    pid_file = tmp_path / "tool.pid"
+    timer = threading.Timer(1.5, _thread.interrupt_main)
+    with _session(tmp_path) as session:
+        timer.start()
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            stream_command(
+                session,
+                ["sh", "-c", f"echo $$ > {pid_file}; head -c 1000 /dev/zero; exec sleep 60"],
+                "h/interrupted.bin",
+                what="interrupted stream",
+                host="h",
+                backup_id="b1",
+                throttle=ThrottleSettings(nice=5),
+            )
+        assert time.monotonic() - t0 < 20
+        assert not session.repo.exists("h/interrupted.bin")
+    tool = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(tool, 0)

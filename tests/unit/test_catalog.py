@@ -12,6 +12,7 @@ from backup_pipelines.core.catalog import BackupManifest, Catalog, StoredObject,
 from backup_pipelines.core.crypto import Keyring, generate_key_text, parse_key_text
 from backup_pipelines.core.errors import ChainError, NotFoundError, StorageError, WrongKeyError
 from backup_pipelines.core.integrity import check_catalog
+from backup_pipelines.core.leases import Lease
 from backup_pipelines.core.repository import FileRepository
 
 pytestmark = pytest.mark.unit
@@ -187,10 +188,21 @@ def test_a_manifest_is_committed_only_when_every_object_it_names_is_stored(cat):
 
 
 def test_a_lease_is_renewed_while_held_and_lapses_when_its_holder_stops(cat):
-    with cat.lease("db1", ["b1"], purpose="test", ttl=1.0) as key:
+    with cat.lease("db1", ["b1"], purpose="test", ttl=1.0) as lease:
         time.sleep(2.0)  # two lease periods: renewal keeps it live
         assert cat.leased_ids("db1") == {"b1"}
         cat.repo.put_bytes("hosts/db1/backups/b1/data.xbstream", b"x")
         assert cat.cleanup_orphans("db1", timedelta(0)) == []
-    assert not cat.repo.exists(key)
+        lease.extend(["parent"])
+        assert cat.leased_ids("db1") == {"b1", "parent"}
+    assert not cat.repo.exists(lease.key)
     assert cat.cleanup_orphans("db1", timedelta(0)) == ["hosts/db1/backups/b1/data.xbstream"]
+
+
+def test_cleanup_sweeps_the_leases_of_dead_runs_only(cat):
+    dead = Lease(cat, "db1", ["gone"], purpose="killed run", ttl=1.0)
+    dead.write()  # written once and never renewed, as by a process that died
+    with cat.lease("db1", ["alive"], purpose="test", ttl=60):
+        time.sleep(1.2)
+        assert cat.cleanup_orphans("db1", timedelta(0)) == [dead.key]
+        assert cat.leased_ids("db1") == {"alive"}

@@ -8,7 +8,8 @@ import pytest
 
 from backup_pipelines.core.config import HostConfig
 from backup_pipelines.core.credentials import render_option_file
-from backup_pipelines.core.engines import engine_for, parse_checkpoints, parse_tool_info
+from backup_pipelines.core.engines import engine_for, engine_named, parse_checkpoints, parse_tool_info
+from backup_pipelines.core.errors import ConfigError
 
 pytestmark = pytest.mark.unit
 
@@ -121,3 +122,18 @@ def test_engine_read_throttle_is_passed_as_throttle(engine, lsn):
         assert cmd[-1] == f"--incremental-lsn={lsn}"
     plain = engine_for(host(engine)).backup_command(defaults_file=CNF, lsn_dir=LSN, incremental_lsn=lsn)
     assert not any(a.startswith("--throttle") for a in plain)
+
+
+def test_restores_use_the_engine_that_took_the_backup_not_the_configured_one():
+    moved = host(
+        "xtrabackup", binary="/opt/xb/bin/xtrabackup", stream_binary="/opt/xb/bin/xbstream", prepare_memory="4G"
+    )
+    old = engine_named("mariabackup", moved)  # the host moved engines; its old chains are mariabackup's
+    assert old.name == "mariabackup" and old.binary == "mariabackup" and old.stream_binary == "mbstream"
+    assert "--use-memory=4G" in old.prepare_commands(Path("/b"), [])[0]  # settings naming no binary are kept
+    same = engine_named("xtrabackup", moved)
+    assert same.binary == "/opt/xb/bin/xtrabackup"  # the host's own engine keeps its configured binaries
+    gone = engine_named("innobackupex", None)  # a decommissioned host: defaults found on PATH
+    assert gone.name == "innobackupex" and gone.binary == "innobackupex"
+    with pytest.raises(ConfigError, match="engine 'nope' cannot be restored"):
+        engine_named("nope", None)

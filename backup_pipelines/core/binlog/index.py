@@ -140,6 +140,11 @@ def order_key(inst: FileInstance) -> tuple[int, int, str]:
     return (inst.created, file_number(inst.file), inst.file)
 
 
+def has_binlogs(catalog: Catalog, host: str) -> bool:
+    """Whether any binlog segment of `host` was ever archived (point-in-time restores then replay)."""
+    return any(i.key.endswith(".json") for i in catalog.repo.list(f"{catalog.host_prefix(host)}binlogs/"))
+
+
 class BinlogIndex:
     """Reads and writes binlog segments and their records for one repository."""
 
@@ -274,6 +279,6 @@ class BinlogIndex:
 
     def delete(self, recs: Iterable[SegmentRecord]) -> None:
         for r in recs:
-            record_key = r.key.split(".binlog", 1)[0] + ".json"
+            record_key = r.key[: r.key.rindex(".binlog")] + ".json"
             self.repo.delete([record_key])  # the record first: a half-deleted segment is never listed
             self.repo.delete([r.key])

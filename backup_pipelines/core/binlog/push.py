@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog import PHYSICAL
 from ..errors import IntegrityError
 from ..locks import host_lock
 from ..session import Session
-from .continuity import iso, walk
+from .check import continuity
+from .continuity import iso
 from .events import STOP, complete_end, events, identity, rotate_target
 from .index import BinlogIndex, FileInstance, SegmentRecord
 from .server import fetch_file, server_binlogs
@@ -118,20 +118,7 @@ def _work(work_dir: Path) -> Path:
 
 
 def continuity_gaps(session: Session, index: BinlogIndex, host: str) -> tuple[list[str], int | None]:
-    """Gaps on the way from every retained backup to now, and the latest restorable second."""
-    instances = index.instances(host)
-    backups = [b for b in session.catalog.list_backups(host, kinds=PHYSICAL) if b.binlog is not None]
-    gaps: list[str] = []
-    latest: int | None = None
-    seen: set[str] = set()
-    for b in backups:
-        w = walk(instances, b)
-        if w.gap and w.gap not in seen:
-            seen.add(w.gap)
-            gaps.append(w.gap)
-        if w.latest is not None and (latest is None or w.latest > latest):
-            latest = w.latest
-    return gaps, latest
+    return continuity(session.catalog, index.instances(host), host)
 
 
 def raise_for_gaps(res: PushResult) -> None:

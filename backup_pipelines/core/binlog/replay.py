@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from ..restore import RestoreResult, check_target, restore_chain
 from ..session import Session
 from .continuity import Walk, iso, walk
 from .events import identity, transactions
-from .index import BinlogIndex, FileInstance
+from .index import BinlogIndex, FileInstance, has_binlogs
 from .push import BinlogGapError
 from .server import binlog_tool
 
@@ -256,3 +257,24 @@ def _replay_in(host: str, plan: Plan, datadir: Path, run_dir: Path, files: list[
             )
     for leftover in ("mysqld.pid",):
         (datadir / leftover).unlink(missing_ok=True)
+
+
+def prepare_restore(
+    session: Session,
+    host: str,
+    *,
+    backup_id: str | None = None,
+    at: str | datetime | None = None,
+    gtid: str | None = None,
+    progress: Any = None,
+) -> Callable[[Path], RestoreResult]:
+    """Check a restore point now (refusing before anything is stopped or touched); restore it later.
+
+    A time restores exactly that second by binlog replay where the host has archived binlogs;
+    without any, it restores the newest backup finished at or before it, as before.
+    """
+    if backup_id is None and (gtid is not None or (at is not None and has_binlogs(session.catalog, host))):
+        plan_point(session, host, parse_point(at) if at is not None else None, gtid)
+        return lambda target: restore_point(session, host, target, at=at, gtid=gtid, progress=progress)
+    wanted = session.catalog.resolve(host, backup_id=backup_id, at=at)
+    return lambda target: restore_chain(session, host, target, backup_id=wanted.id, progress=progress)

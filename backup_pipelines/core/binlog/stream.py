@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ..credentials import defaults_extra_file
 from ..dumps import connect
-from ..errors import ToolError, tail
+from ..errors import tail
 from ..locks import host_lock
 from ..session import Session
 from .events import STOP, complete_end, events, identity, rotate_target
@@ -209,18 +209,36 @@ class Streamer:
         self._upload(spool, status)
 
 
-def stream(session: Session, host: str, *, interval: float = 2.0, max_seconds: float | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `max_seconds`); return the segments written."""
+def stream(
+    session: Session,
+    host: str,
+    *,
+    interval: float = 2.0,
+    max_seconds: float | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT (or `max_seconds`, or `stop` is set); return the segments written."""
     s = Streamer(session, host, interval)
+    if stop is not None:
+        s.stop = stop
+    installed = stop is None
+    old = {}
+    if installed:
 
-    def on_signal(signum: int, _frame: object) -> None:
-        s.stop.set()
+        def on_signal(signum: int, _frame: object) -> None:
+            s.stop.set()
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         return s.run(max_seconds)
-    except ToolError:
-        raise
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM/SIGINT from now on: installed first thing, so an early stop is clean too."""
+    ev = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: ev.set())
+    return ev

@@ -11,6 +11,7 @@ from dagster import (
 
 from ...core.config import Config
 from ...core.errors import ExitCode
+from ..binlog import POINT_TAG
 from ..execution import retry_policy, run_json
 from ..keys import BASE, INCREMENTAL, STAGING, VERIFICATION
 from ..kinds import server_kinds
@@ -21,6 +22,9 @@ from ..resources import BackupFleet
 
 def _point(context: AssetExecutionContext, cfg: Config) -> tuple[str, str, list[str]]:
     host, day = parse_restore_point(cfg, context.partition_key)
+    exact = context.run.tags.get(POINT_TAG)  # a second chosen in the UI (binlog replay), else the day's end
+    if exact:
+        return host, day, ["--at", exact]
     at = point_in_time(cfg, day)
     return host, day, (["--at", at.isoformat()] if at else [])
 

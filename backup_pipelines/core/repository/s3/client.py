@@ -3,9 +3,9 @@
 Client settings, and why:
 - `max_pool_connections` above the transfer concurrency, so parallel parts never queue for a
   connection (plus a few for HEAD/LIST/abort issued alongside).
-- botocore "standard" retries with a small budget: quick absorption of blips on every call,
-  including paginated listings; data requests get a longer per-part budget on top
-  (`retry.RetryPolicy`).
+- botocore's own retries off (one attempt): every call goes through `retry.RetryPolicy`, the
+  one retry layer, so a part is tried at most max_attempts times, not botocore's 3 times
+  that (callers outside the repository, e.g. offsite's listing, may ask for botocore's).
 - checksums `when_required`: botocore would otherwise CRC every body itself; the uploader
   supplies its own CRC-32 values (computed once, in parallel) and the downloader verifies
   what it needs, so the SDK does not hash the data a second time.
@@ -62,7 +62,7 @@ def make_client(
     max_pool_connections: int = 16,
     connect_timeout: float = 10.0,
     read_timeout: float = 60.0,
-    botocore_max_attempts: int = 3,
+    botocore_max_attempts: int = 1,
     path_style: bool | None = None,
 ) -> S3Client:
     """A thread-safe S3 client tuned for large streaming transfers (see module docstring)."""

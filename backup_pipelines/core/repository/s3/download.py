@@ -40,7 +40,7 @@ from typing import Any
 from ...errors import BackupPipelinesError, IntegrityError, StorageError
 from .checksum import crc32, crc32_combine, crc32_from_b64, crc32_to_b64
 from .client import S3Client, body_reader, s3_url, storage_error
-from .retry import Cancelled, Retryable, RetryPolicy, describe_error, is_retryable
+from .retry import Cancelled, Retryable, RetryPolicy
 
 log = logging.getLogger("backup_pipelines.stream")
 
@@ -184,35 +184,28 @@ class Download:
         self._finish(pos, crc, stored)
 
     def _read_lane(self, lane: _Lane, view: memoryview, pos: int, size: int) -> int:
-        """Read into `view` at object offset `pos`, reopening the stream from `pos` on failure."""
-        attempt = 0
+        """Read into `view` at object offset `pos`, reopening the stream from `pos` on failure.
+
+        The reopening GETs count against the same budget as the reads (no nested retries)."""
+        tries = self.retry.attempts(f"reading {self.where}", self._cancel)
         while True:
             try:
+                if lane.body is None:
+                    lane.reopen(self, pos, size)
                 n = lane.readinto(view)
                 if not n:
                     raise _Truncated(f"connection closed at byte {pos} of {size}")
                 return n
             except Exception as err:
-                attempt += 1
                 lane.close()
-                if attempt >= self.retry.max_attempts or not is_retryable(err):
+                try:
+                    tries.failed(err, at=f"byte {pos}")
+                except Cancelled:
+                    raise
+                except Exception as final:
                     raise storage_error(
-                        err,
-                        action=f"read byte {pos} of",
-                        bucket=self.bucket,
-                        key=self.s3_key,
-                        attempts=attempt,
+                        final, action=f"read byte {pos} of", bucket=self.bucket, key=self.s3_key, attempts=tries.used
                     ) from None
-                log.warning(
-                    "reading %s at byte %d failed (attempt %d/%d): %s; resuming",
-                    self.where,
-                    pos,
-                    attempt,
-                    self.retry.max_attempts,
-                    describe_error(err),
-                )
-                self.retry.wait(attempt, self._cancel)
-                lane.reopen(self, pos, size)
 
     def _finish(self, size: int, crc: int, stored: int | None) -> None:
         against = None
@@ -254,7 +247,8 @@ class _Lane:
         self.start = start
 
     def reopen(self, dl: Download, pos: int, size: int) -> None:
-        resp = dl.retry.call(lambda: dl._get(pos, size), what=f"resume {dl.where} at byte {pos}", cancel=dl._cancel)
+        """One ranged GET from `pos` (its failure counts against the caller's budget)."""
+        resp = dl._get(pos, size)
         self.body = resp["Body"]
         self.readinto = body_reader(self.body)
 
@@ -310,10 +304,9 @@ class _Parallel:
         length = end - start
         view = memoryview(buf)[:length]
         got = 0
-        attempt = 0
+        tries = dl.retry.attempts(f"range {start}-{end - 1} of {dl.where}", dl._cancel)
         while got < length:
-            if dl._cancel.is_set():
-                raise Cancelled()
+            tries.check_cancel()
             body = None
             try:
                 resp = dl._get(start + got, end)
@@ -331,26 +324,18 @@ class _Parallel:
             except Cancelled:
                 raise
             except Exception as err:
-                attempt += 1
-                if attempt >= dl.retry.max_attempts or not is_retryable(err):
+                try:
+                    tries.failed(err, at=f"byte {start + got}")
+                except Cancelled:
+                    raise
+                except Exception as final:
                     raise storage_error(
-                        err,
+                        final,
                         action=f"read bytes {start}-{end - 1} of",
                         bucket=dl.bucket,
                         key=dl.s3_key,
-                        attempts=attempt,
+                        attempts=tries.used,
                     ) from None
-                log.warning(
-                    "range %d-%d of %s failed at byte %d (attempt %d/%d): %s; retrying",
-                    start,
-                    end - 1,
-                    dl.where,
-                    start + got,
-                    attempt,
-                    dl.retry.max_attempts,
-                    describe_error(err),
-                )
-                dl.retry.wait(attempt, dl._cancel)
             finally:
                 if body is not None:
                     with contextlib.suppress(Exception):

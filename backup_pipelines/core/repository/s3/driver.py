@@ -18,7 +18,7 @@ from ...errors import BackupPipelinesError, NotFoundError, StorageError
 from ..base import ObjectInfo, Repository
 from .client import S3Client, make_client, s3_url, storage_error
 from .download import Download
-from .retry import RetryPolicy, describe_error, error_code, http_status, is_retryable
+from .retry import RetryPolicy, describe_error, error_code, http_status
 from .upload import MultipartUpload
 from .url import parse_s3_url
 
@@ -133,23 +133,24 @@ class S3Repository(Repository):
         paginator = self.client.get_paginator("list_objects_v2")
         full_prefix = self.prefix + prefix
         token: str | None = None  # NextContinuationToken of the last page fully yielded
-        attempt = 0
+        what = f"list {s3_url(self.bucket, full_prefix)}"
+        tries = self.retry.attempts(what)  # per page: a new budget once a page arrived
         while True:
             config = {"StartingToken": token} if token else {}
             try:
                 for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix, PaginationConfig=config):
-                    attempt = 0
+                    tries = self.retry.attempts(what)
                     for obj in page.get("Contents", []):
                         yield ObjectInfo(self._relative(obj["Key"]), int(obj["Size"]), obj.get("LastModified"))
                     token = page.get("NextContinuationToken")
                 return
             except Exception as err:
-                attempt += 1
-                if attempt >= self.retry.max_attempts or not is_retryable(err):
+                try:
+                    tries.failed(err)
+                except Exception as final:
                     raise storage_error(
-                        err, action="list", bucket=self.bucket, key=full_prefix, attempts=attempt
+                        final, action="list", bucket=self.bucket, key=full_prefix, attempts=tries.used
                     ) from None
-                self.retry.wait(attempt, None)
 
     def delete(self, keys: Iterable[str]) -> None:
         batch: list[str] = []
@@ -222,7 +223,12 @@ class S3Repository(Repository):
         paginator = self.client.get_paginator("list_multipart_uploads")
         try:
             stale: list[tuple[str, str]] = []
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full_prefix):
+            # Retried as a whole (open uploads are few): botocore's own retries are off.
+            pages = self._call(
+                lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix)),
+                f"list the open uploads in {s3_url(self.bucket, full_prefix)}",
+            )
+            for page in pages:
                 for up in page.get("Uploads", []):
                     key, initiated = up["Key"], up.get("Initiated")
                     if key.startswith(full_prefix) and initiated is not None and initiated < older_than:

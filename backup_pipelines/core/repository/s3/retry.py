@@ -1,9 +1,12 @@
-"""Retries for S3 data requests: exponential backoff with full jitter, one budget per part.
+"""The one retry layer for S3 requests: exponential backoff with full jitter, one budget per request.
 
-botocore's own retries (a few quick attempts, see `client.make_client`) absorb blips on
-every call; this layer sits on top for the calls that move data, where giving up costs a
-whole upload. Full jitter (sleep uniformly in [0, min(cap, base * 2**n)]) spreads the
-retries of many parallel parts so a throttled endpoint is not hit by a synchronized herd.
+botocore's own retries are off (`client.make_client` sets total_max_attempts=1), so this is
+the only layer: a request (a part, a ranged GET, a listing page, a HEAD) is tried at most
+`max_attempts` times, and a read that resumes after a reset counts its resumes against the
+same budget (`Attempts`, the one helper every retry or resume loop uses). Full jitter (sleep
+uniformly in [0, min(cap, base * 2**n)]) spreads the retries of parallel parts so a throttled
+endpoint is not hit by a synchronized herd. The budget, and what Dagster adds on top, is
+documented in docs/storage.md.
 """
 
 from __future__ import annotations
@@ -140,6 +143,13 @@ class RetryPolicy:
         elif cancel.wait(delay):
             raise Cancelled()
 
+    def worst_case_wait(self) -> float:
+        """The longest one request can spend sleeping between its attempts (the budget's bound)."""
+        return sum(min(self.max_delay, self.base_delay * 2 ** (n - 1)) for n in range(1, self.max_attempts))
+
+    def attempts(self, what: str, cancel: threading.Event | None = None) -> Attempts:
+        return Attempts(self, what, cancel)
+
     def call(
         self,
         fn: Callable[[], T],
@@ -149,21 +159,47 @@ class RetryPolicy:
         retryable: Callable[[BaseException], bool] = is_retryable,
     ) -> T:
         """Run `fn` until it succeeds, fails for good, or the attempts run out (last error raised)."""
-        attempt = 0
+        tries = self.attempts(what, cancel)
         while True:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            attempt += 1
+            tries.check_cancel()
             try:
                 return fn()
             except Exception as err:
-                if attempt >= self.max_attempts or not retryable(err):
-                    raise
-                log.warning(
-                    "%s failed (attempt %d/%d): %s; retrying",
-                    what,
-                    attempt,
-                    self.max_attempts,
-                    describe_error(err),
-                )
-                self.wait(attempt, cancel)
+                tries.failed(err, retryable=retryable)
+
+
+class Attempts:
+    """One request's budget, shared by its retries and resumes (the one resume helper).
+
+    A loop that can pick up where it broke off (a GET resumed at the last byte received, a
+    listing re-requested from its last page) calls `failed(err)` on each failure: it re-raises
+    when the error is permanent or the budget is spent, otherwise logs, sleeps and returns so
+    the loop resumes. `used` is how many attempts failed so far.
+    """
+
+    def __init__(self, policy: RetryPolicy, what: str, cancel: threading.Event | None = None) -> None:
+        self.policy = policy
+        self.what = what
+        self.cancel = cancel
+        self.used = 0
+
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled()
+
+    def failed(
+        self, err: BaseException, *, at: str = "", retryable: Callable[[BaseException], bool] = is_retryable
+    ) -> None:
+        """Re-raise `err` unless another attempt is allowed; then wait for it."""
+        self.used += 1
+        if self.used >= self.policy.max_attempts or not retryable(err):
+            raise err
+        log.warning(
+            "%s%s failed (attempt %d/%d): %s; retrying",
+            self.what,
+            f" at {at}" if at else "",
+            self.used,
+            self.policy.max_attempts,
+            describe_error(err),
+        )
+        self.policy.wait(self.used, self.cancel)

@@ -41,7 +41,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,6 +63,7 @@ MAX_OBJECT_SIZE = 5 * TiB
 FLAT_PARTS = 1000  # parts kept at the base size before growth starts (no size hint)
 HINTED_FLAT_PARTS = 9000  # with a size hint: the hint (plus HINT_MARGIN) fits in these
 HINT_MARGIN = 1.25  # a host grows between backups: room for 25% more than last time
+ABORT_ATTEMPTS = 3  # tries of AbortMultipartUpload after a failure
 STEP_ALIGN = 4096  # page-aligned growth steps
 TIER = 16 * MiB  # grown part sizes are rounded up to this, so runs of parts share buffers
 
@@ -311,7 +312,8 @@ class MultipartUpload:
         if upload_id is None:
             return
         try:
-            self.retry.call(
+            # A short budget: the upload is lost already, and cleanup aborts what this cannot.
+            replace(self.retry, max_attempts=min(self.retry.max_attempts, ABORT_ATTEMPTS)).call(
                 lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.s3_key, UploadId=upload_id),
                 what=f"abort multipart upload of {self.where}",
             )
