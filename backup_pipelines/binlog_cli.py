@@ -90,6 +90,16 @@ def cmd_binlog_status(args: argparse.Namespace) -> int:
     return 4 if st["gaps"] else 0
 
 
+def binlog_summary(s: Any, host: str) -> dict[str, Any] | None:
+    """`list --json`'s binlog part: the latest restorable time and any gaps; None without archived binlogs."""
+    from .core.binlog.index import has_binlogs
+
+    if not has_binlogs(s.catalog, host):
+        return None
+    st = binlog_status(s, host)
+    return {k: st[k] for k in ("latest_restorable", "newest_archived_event", "gaps")}
+
+
 def print_binlog_footer(s: Any, host: str) -> None:
     """`list`'s last lines where binlogs are archived: the latest restorable time and any gaps."""
     from .core.binlog.index import has_binlogs

@@ -160,7 +160,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             s.config.host(args.host)  # raises: neither configured nor in the repository (a typo?)
         backups = s.catalog.list_backups(args.host, kinds=args.kind or None)
     if args.json:
-        _print_json([m.summary() for m in backups])
+        from .binlog_cli import binlog_summary
+
+        with _session(args) as s:
+            binlogs = binlog_summary(s, args.host)
+        _print_json({"host": args.host, "backups": [m.summary() for m in backups], "binlogs": binlogs})
         return 0
     if not backups:
         print(f"no completed backups of {args.host}")

@@ -168,7 +168,7 @@ def test_the_demo_estate_runs_the_nightly_assets(tmp_path):
             timeout=120,
             check=True,
         )
-        kinds = sorted(b["kind"] for b in json.loads(listed.stdout))
+        kinds = sorted(b["kind"] for b in json.loads(listed.stdout)["backups"])
         assert kinds == ["dump", "full"]
     finally:
         subprocess.run([cli, "demo-env", "down", "--work-dir", str(demo)], capture_output=True, timeout=120)

@@ -163,5 +163,5 @@ def test_compose_stack_runs_base_and_incremental_in_their_own_containers(
         text=True,
         check=True,
     ).stdout
-    assert [b["kind"] for b in json.loads(listed)] == ["full", "incremental"]
+    assert [b["kind"] for b in json.loads(listed)["backups"]] == ["full", "incremental"]
     print(f"compose stack: up in {stack_up:.0f}s, whole test body {time.monotonic() - started:.0f}s")

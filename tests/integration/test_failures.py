@@ -57,7 +57,7 @@ def base(source, make_config, tmp_path):
 def _listed(config: Path) -> list[str]:
     out = cli(config, "list", "--host", "db1", "--json")
     assert out.returncode == 0, out.stderr
-    return [e["id"] for e in json.loads(out.stdout)]
+    return [e["id"] for e in json.loads(out.stdout)["backups"]]
 
 
 def test_tool_killed_mid_stream_commits_nothing(base, source, tmp_path):

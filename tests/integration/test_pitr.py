@@ -235,3 +235,6 @@ def test_prune_drops_binlogs_no_retained_backup_needs(source, make_config, tmp_p
     assert cli(config, "check", "--host", "db1").returncode == 0
     listed = cli(config, "list", "--host", "db1")
     assert f"latest restorable time {status['latest_restorable']}" in listed.stdout, listed.stdout
+    as_json = json.loads(cli(config, "list", "--host", "db1", "--json").stdout)
+    assert as_json["binlogs"] == {k: status[k] for k in ("latest_restorable", "newest_archived_event", "gaps")}
+    assert [b["kind"] for b in as_json["backups"]] == ["full"], as_json["backups"]  # the older chain was pruned
