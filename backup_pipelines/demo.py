@@ -187,7 +187,7 @@ def _ensure_staging_server(work: Path) -> None:
     server = _staging_server(work)
     if not server.datadir.exists():
         MariaDBServer.initialize(server.datadir)
-    server.run_dir.mkdir(parents=True, exist_ok=True)
+    server.tmp_dir.mkdir(parents=True, exist_ok=True)  # its start command names it (--tmpdir)
     try:
         server.connect().close()
         return

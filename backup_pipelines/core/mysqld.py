@@ -102,10 +102,15 @@ class MariaDBServer:
         binary = install_binary or shutil.which("mariadb-install-db") or shutil.which("mysql_install_db")
         if not binary:
             raise ToolError("cannot find mariadb-install-db", hint="apt install mariadb-server")
+        # A private tmpdir: every mariadbd deletes the `#sql*` files of its tmpdir at start-up, so
+        # servers sharing /tmp remove each other's temporary tables (seen as a failed bootstrap).
+        tmpdir = datadir.with_name(datadir.name + ".tmp")
+        tmpdir.mkdir(exist_ok=True)
         cmd = [
             binary,
             "--no-defaults",
             f"--datadir={datadir}",
+            f"--tmpdir={tmpdir}",
             "--auth-root-authentication-method=socket",
             f"--auth-root-socket-user={getpass.getuser()}",
             "--skip-test-db",
@@ -127,6 +132,7 @@ class MariaDBServer:
             f"--socket={self.socket}",
             f"--pid-file={self.pid_file}",
             f"--log-error={self.log_error}",
+            f"--tmpdir={self.tmp_dir}",  # private: see initialize()
             f"--innodb-buffer-pool-size={self.buffer_pool}",
             f"--server-id={self.server_id}",
             "--innodb-fast-shutdown=1",
@@ -142,8 +148,13 @@ class MariaDBServer:
             cmd.append("--skip-grant-tables")
         return cmd + self.extra_args
 
+    @property
+    def tmp_dir(self) -> Path:
+        return self.run_dir / "tmp"
+
     def start(self, timeout: float = 90) -> MariaDBServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
         self.socket.unlink(missing_ok=True)
         self.proc = subprocess.Popen(
             self.command(),

@@ -118,6 +118,7 @@ def test_webserver_serves_the_graph(env, tmp_path):
         "mysql/staging_restore",
         "mysql/logical_dump",
         "mysql/retention",
+        "mysql/binlog_archive",
     }
     assert all(n["isPartitioned"] for n in assets.values())
     checks = {
@@ -130,6 +131,7 @@ def test_webserver_serves_the_graph(env, tmp_path):
         "mysql/incremental_backup": ["chain_restorable", "rpo_freshness"],
         "mysql/restore_verification": ["verification_passed"],
         "mysql/staging_restore": ["staging_checks_passed"],
+        "mysql/binlog_archive": ["binlog_freshness"],
     }
     (entry,) = data["workspaceOrError"]["locationEntries"]
     repo = entry["locationOrLoadError"]["repositories"][0]

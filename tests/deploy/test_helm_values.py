@@ -88,7 +88,12 @@ def test_every_shape_has_the_same_limits():
     chart = helm["concurrency"]
     assert chart.pop("enabled") is True
     assert _snake_keys(chart, keep=("value",)) == single["concurrency"]
-    assert helm["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    coordinator = (single["run_coordinator"]["module"], single["run_coordinator"]["class"])
+    assert (docker["run_coordinator"]["module"], docker["run_coordinator"]["class"]) == coordinator
+    chart_coordinator = helm["dagsterDaemon"]["runCoordinator"]
+    assert chart_coordinator["type"] == "CustomRunCoordinator"
+    custom = chart_coordinator["config"]["customRunCoordinator"]
+    assert (custom["module"], custom["class"]) == coordinator
     assert _snake_keys(helm["dagsterDaemon"]["runMonitoring"]) | {"enabled": True} == {
         **single["run_monitoring"],
         "enabled": True,
