@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ def _server_binary(name: str | None) -> str:
         f"cannot find the database server binary ({name or 'mariadbd or mysqld'})",
         hint="install mariadb-server (Debian) or set server_binary: for the host",
     )
+
+
+_SOCKET_PATH_MAX = 100  # sun_path is 108 bytes with its NUL; keep a margin
 
 
 def _run_as_args() -> list[str]:
@@ -78,7 +83,16 @@ class MariaDBServer:
 
     @property
     def socket(self) -> Path:
-        return self.run_dir / "mysqld.sock"
+        """`<run_dir>/mysqld.sock`, or a short stand-in named after run_dir when that path is too long.
+
+        A unix socket path holds at most 107 bytes: deep work dirs (sandboxes under test temp
+        dirs, long work_dir settings) would make mariadbd refuse to start.
+        """
+        path = self.run_dir / "mysqld.sock"
+        if len(os.fsencode(path)) <= _SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha256(os.fsencode(self.run_dir.absolute())).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"bp-mysqld-{digest}.sock"
 
     @property
     def log_error(self) -> Path:

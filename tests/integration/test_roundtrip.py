@@ -69,8 +69,8 @@ def test_every_point_restores_exactly(kind, encrypted, request, source, make_con
     # The catalog as an operator sees it, through the CLI.
     assert main(["-c", str(tmp_path / "config.yaml"), "list", "--host", "db1", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
-    assert [e["id"] for e in listed] == [m.id for m, _ in points]
-    for entry, (m, _) in zip(listed, points, strict=True):
+    assert [e["id"] for e in listed["backups"]] == [m.id for m, _ in points]
+    for entry, (m, _) in zip(listed["backups"], points, strict=True):
         assert entry["kind"] == m.kind and entry["parent_id"] == m.parent_id
         assert entry["from_lsn"] == m.from_lsn and entry["to_lsn"] >= entry["from_lsn"]
         assert entry["size_bytes"] > 0 and entry["binlog"]["file"].startswith("binlog.")

@@ -40,7 +40,7 @@ def test_backup_and_restore_over_ssh(ssh_spec, source, make_config, tmp_path):
     inc = worker.run_json(["backup", "incremental", "--host", "db1", "--json"])
     assert full["kind"] == "full" and inc["parent_id"] == full["id"]
     listed = worker.run_json(["list", "--host", "db1", "--json"])
-    assert [e["id"] for e in listed] == [full["id"], inc["id"]]
+    assert [e["id"] for e in listed["backups"]] == [full["id"], inc["id"]]
     expected = source.fingerprint()
     res = worker.run_json(["restore", "--host", "db1", "--target-datadir", str(tmp_path / "r"), "--json"])
     assert res["chain"] == [full["id"], inc["id"]]
@@ -87,4 +87,4 @@ def test_local_worker_maps_exit_codes(source, make_config, tmp_path):
         worker.run_json(["backup", "incremental", "--host", "db1", "--json"])
     with pytest.raises(ConfigError, match="not in the configuration"):
         worker.run_json(["list", "--host", "nope", "--json"])
-    assert worker.run_json(["list", "--host", "db1", "--json"]) == []
+    assert worker.run_json(["list", "--host", "db1", "--json"]) == {"host": "db1", "backups": [], "binlogs": None}
