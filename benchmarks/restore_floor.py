@@ -353,6 +353,8 @@ def chart(res: dict[str, Any], path: Path) -> None:
         vals = [res["restore"][n]["median_phases"][phase] for n in names]
         ax1.bar(labels, vals, bottom=bottom, color=color, label=phase if phase != "fetch" else "fetch + extract")
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+    rest = [max(0.0, res["restore"][n]["median_seconds"] - b) for n, b in zip(names, bottom, strict=True)]
+    ax1.bar(labels, rest, bottom=bottom, color="#bbbbbb", label="the rest: start-up, catalog, lease")
     for i, n in enumerate(names):
         v = res["restore"][n]
         ax1.annotate(
@@ -369,7 +371,8 @@ def chart(res: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     ax1.set_ylabel("seconds (lower is better)")
-    ax1.legend(fontsize=8)
+    ax1.set_ylim(0, 1.6 * max(res["restore"][n]["median_seconds"] for n in names))
+    ax1.legend(fontsize=7, loc="upper center", ncol=2)
     ax1.grid(axis="y", alpha=0.3)
     rounds = range(1, res["rounds"] + 1)
     for n, color in (("ours", "#d62728"), ("floor", "#7f7f7f")):
