@@ -409,7 +409,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.4), gridspec_kw={"width_ratios": [1.3, 1]})
     names = list(res["restore"])
     nice = {
         "ours": "ours: restore\n(sha256, AES-GCM, zstd,\nmbstream, prepare, move)",
@@ -444,6 +444,7 @@ def chart(res: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     ax1.set_ylabel("seconds (lower is better)")
+    ax1.tick_params(axis="x", labelsize=7)
     ax1.set_ylim(0, 1.6 * max(res["restore"][n]["median_seconds"] for n in names))
     ax1.legend(fontsize=7, loc="upper center", ncol=2)
     ax1.grid(axis="y", alpha=0.3)
