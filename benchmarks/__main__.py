@@ -2,6 +2,7 @@
 
     stream_peers         stream put/get against s5cmd, the AWS CLI and boto3 on one moto server
     physical_vs_logical  full/incremental backups against their floors, restore against re-import
+    restore_floor        restore of full + 4 incrementals against the raw tools (zstd -d | mbstream -x, prepare)
     memory               peak RSS of backup and restore on 2 and 4 GiB compressible streams, against zstd
     production_cost      sysbench TPS and latency before/during our backups and the plain pipeline's
     binlog               RPO lag of binlog stream / push, replay MiB/s against mariadb-binlog | mariadb
@@ -22,6 +23,7 @@ import time
 BENCHMARKS = {
     "stream_peers": {"quick": ["--quick"]},
     "physical_vs_logical": {"quick": ["--size-mb", "256", "--incrementals", "2", "--rounds", "1"]},
+    "restore_floor": {"quick": ["--size-mb", "128", "--incrementals", "2", "--rounds", "1"]},
     "memory": {"quick": ["--quick"]},
     "production_cost": {"quick": ["--tables", "2", "--table-size", "20000", "--threads", "2", "--rounds", "1"]},
     "binlog": {"quick": ["--seconds", "20", "--push-every", "10", "--binlog-mib", "64"]},
