@@ -65,7 +65,7 @@ def build_binlog_assets(cfg: Config) -> list[AssetsDefinition]:
     @asset(
         key=BINLOG,
         partitions_def=host_partitions(cfg),
-        group_name="backups",
+        group_name="binlogs",
         kinds={"mariadb"},
         description="The host's archived binary logs (`binlog push`): what makes every second since the "
         "oldest retained backup restorable. Metadata: the latest restorable time and gaps.",
