@@ -280,8 +280,10 @@ def test_a_person_restores_the_demo_host_into_staging_from_the_ui(dagster_dev, b
     assert ui.all("//*[contains(normalize-space(.),'RUN_SUCCESS')]")
 
     # The staging server now holds the demo host's data.
-    staging = demo_estate.parent / "staging" / "run" / "mysqld.sock"
     import pymysql
+    import yaml
+
+    (staging,) = (t["socket"] for t in yaml.safe_load(demo_estate.read_text())["staging"].values())
 
     with pymysql.connect(unix_socket=str(staging), user=_os_user()) as conn, conn.cursor() as cur:
         cur.execute("SELECT COUNT(*) FROM shop.accounts")
