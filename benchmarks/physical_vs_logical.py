@@ -143,8 +143,6 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "tmpdir").mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = str(work / "tmpdir")  # mariadb-install-db's temp files, away from a shared /tmp
     res: dict[str, Any] = {
         "size_mb_requested": args.size_mb,
         "incrementals": args.incrementals,

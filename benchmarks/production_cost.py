@@ -171,16 +171,12 @@ def main() -> None:
     cores = os.cpu_count() or 1
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-prodcost-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    # A private tmpdir for mariadb-install-db and the server: a shared /tmp being cleaned under
-    # them fails the install ("Error on delete of '/tmp/#sql-temptable-...'").
-    (work / "tmpdir").mkdir()
-    os.environ["TMPDIR"] = str(work / "tmpdir")
     src = MariaDBServer(
         work / "src" / "data",
         work / "src" / "run",
         log_bin=True,
         buffer_pool="1G",
-        extra_args=["--innodb-log-file-size=256M", "--max-connections=200", f"--tmpdir={work / 'tmpdir'}"],
+        extra_args=["--innodb-log-file-size=256M", "--max-connections=200"],
     )
     MariaDBServer.initialize(src.datadir)
     src.start()

@@ -190,8 +190,6 @@ def main() -> None:
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-restore-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
-    (work / "tmpdir").mkdir(exist_ok=True)
-    os.environ["TMPDIR"] = str(work / "tmpdir")
     res: dict[str, Any] = {
         "size_mb_requested": args.size_mb,
         "incrementals": args.incrementals,
