@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import boto3
@@ -16,18 +14,10 @@ from backup_pipelines.core.backup import run_physical_backup
 from backup_pipelines.core.errors import ExitCode, StorageError, ToolError
 from backup_pipelines.core.restore import restore_chain
 from backup_pipelines.core.session import Session
+from tests.fixtures.cli import cli
 from tests.fixtures.mariadb import BACKUP_PASSWORD, fingerprint_datadir, load_shop, write_secret
 
 pytestmark = pytest.mark.integration
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backup_pipelines.cli", "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def kill_children_named(name: str) -> int:

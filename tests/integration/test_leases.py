@@ -21,6 +21,7 @@ import pytest
 
 from backup_pipelines.core.errors import ExitCode
 from backup_pipelines.core.session import Session
+from tests.fixtures.cli import cli
 from tests.fixtures.mariadb import load_shop
 from tests.integration.test_dumps import DUMP_GRANTS
 
@@ -62,15 +63,6 @@ class GatedDump:
             assert proc.poll() is None, f"the dump ended early: {proc.communicate()}"
             assert time.monotonic() < deadline, "the dump never reached its gate"
             time.sleep(0.1)
-
-
-def cli(config: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backup_pipelines.cli", "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def start_cli(config: Path, *args: str) -> subprocess.Popen[str]:

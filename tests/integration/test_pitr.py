@@ -13,18 +13,10 @@ import pytest
 from backup_pipelines.core.backup import run_physical_backup
 from backup_pipelines.core.session import Session
 from tests.fixtures.binlog import SteadyWriter, grant_archiver
+from tests.fixtures.cli import cli
 from tests.fixtures.mariadb import fingerprint_datadir
 
 pytestmark = pytest.mark.integration
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "backup_pipelines.cli", "-c", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def iso(t: int) -> str:

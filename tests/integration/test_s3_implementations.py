@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,22 +16,11 @@ import pytest
 from backup_pipelines.core.errors import ExitCode
 from backup_pipelines.core.repository.s3 import S3Repository
 from backup_pipelines.core.repository.s3 import driver as driver_mod
+from tests.fixtures.cli import stream
 from tests.fixtures.s3 import FaultProxy, S3Server, implementation
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
-
-
-def stream(endpoint: str, direction: str, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_CONFIG"}
-    opts = ["--endpoint-url", endpoint, "--region", "us-east-1", "--part-size", str(5 * MiB), "--concurrency", "3"]
-    return subprocess.run(
-        [sys.executable, "-m", "backup_pipelines.cli", "stream", direction, *opts, *args],
-        input=data,
-        capture_output=True,
-        timeout=300,
-        env=env,
-    )
 
 
 def keys(server: S3Server, bucket: str) -> list[str]:

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import boto3
 import pytest
 
 from backup_pipelines.core.crypto import generate_key_text
 from backup_pipelines.core.errors import ExitCode
+from tests.fixtures.cli import stream
 from tests.fixtures.mariadb import write_secret
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
-
-
-def stream(endpoint: str, direction: str, *args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """`stream DIRECTION` with the test server's options first, then `args` (URL, flags, `-- producer`)."""
-    env = {k: v for k, v in os.environ.items() if k != "BACKUP_PIPELINES_CONFIG"}
-    opts = ["--endpoint-url", endpoint, "--region", "us-east-1", "--part-size", str(5 * MiB), "--concurrency", "3"]
-    return subprocess.run(
-        [sys.executable, "-m", "backup_pipelines.cli", "stream", direction, *opts, *args],
-        input=data,
-        capture_output=True,
-        timeout=300,
-        env=env,
-    )
 
 
 @pytest.mark.parametrize("size", [0, 1, 5 * MiB, 5 * MiB + 1, 17 * MiB + 12345])
