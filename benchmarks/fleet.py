@@ -211,7 +211,6 @@ def report(
         f"{meta['hosts']} hosts / {meta['servers']} MariaDB, every {meta['interval_minutes']} min "
         f"for {meta['minutes']:g} min"
     )
-    chart(runs, summary, out.with_suffix(".png"), title)
     floor = summary["backup_tool_cpu_per_backup_s"]
     o = summary["orchestrator_cpu_per_host_backup_s"]
     print(f"runs {summary['runs']}  host-backups {summary['host_backups']}  failed {summary['failed']}")
@@ -227,7 +226,12 @@ def report(
             f"backup tool CPU-s per backup (floor: `backup-pipelines backup full|incremental --host H --json`) "
             f"{floor:.2f}; orchestrator/floor = {o / floor:.1f}x"
         )
-    print(f"results: {out.with_suffix('.json')} {out.with_suffix('.png')}")
+    print(f"results: {out.with_suffix('.json')}")
+    try:  # the figures are printed and saved first: a missing plotting library costs only the chart
+        chart(runs, summary, out.with_suffix(".png"), title)
+        print(f"chart: {out.with_suffix('.png')}")
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
 
 
 def reanalyze(run_dir: Path, saved: Path, out: Path) -> None:
