@@ -18,6 +18,7 @@ from .defs.accepted_previews import accepted_previews
 from .defs.assets.backups import build_backup_assets
 from .defs.assets.logical import build_logical_assets, build_offsite_assets
 from .defs.assets.restore_points import build_restore_point_assets
+from .defs.batch import build_batch_job
 from .defs.binlog import build_binlog_assets, build_binlog_checks, build_binlog_job, build_binlog_schedules
 from .defs.checks import build_checks
 from .defs.jobs import DUMP_JOB, OFFSITE_JOB, PHYSICAL_JOB, RETENTION_JOB, VERIFY_JOB, build_jobs
@@ -42,6 +43,7 @@ def _build(config_path: str | Path) -> Definitions:
     fleet = fleet_from_path(config_path)
     jobs = build_jobs(cfg)
     binlog_job = build_binlog_job()
+    batch_job = build_batch_job(cfg)
     return Definitions(
         assets=[
             *build_backup_assets(cfg),
@@ -51,9 +53,9 @@ def _build(config_path: str | Path) -> Definitions:
             *build_binlog_assets(cfg),
         ],
         asset_checks=[*build_checks(cfg), *build_binlog_checks(cfg)],
-        jobs=[*jobs.values(), binlog_job],
+        jobs=[*jobs.values(), binlog_job, batch_job],
         schedules=[
-            *build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB], jobs.get(OFFSITE_JOB)),
+            *build_schedules(cfg, jobs[PHYSICAL_JOB], jobs[DUMP_JOB], jobs.get(OFFSITE_JOB), batch_job),
             *build_binlog_schedules(cfg, binlog_job),
         ],
         sensors=[

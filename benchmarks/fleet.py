@@ -1,4 +1,4 @@
-"""Fleet simulation: what one run per host per tick costs the orchestrator.
+"""Fleet simulation: what a scheduled host-backup costs the orchestrator, batched or run per host.
 
 N host entries spread over a few real throwaway MariaDB servers, incrementals every
 `--interval` minutes for `--minutes`, on the production instance (deploy/dagster.yaml:
@@ -13,8 +13,9 @@ latency. Raw numbers and a chart go to benchmarks/results/fleet.{json,png}. The
 verify_after_base sensor is stopped (a sandbox restore per new base is not what is measured);
 the first tick takes a base of every host, later ticks incrementals.
 
-    python -m benchmarks.fleet                        # 50 hosts, 3 servers, every 5 min for 20 min
-    python -m benchmarks.fleet --minutes 10           # the short run
+    python -m benchmarks.fleet                            # 50 hosts, 3 servers, every 5 min for 20 min, batched
+    python -m benchmarks.fleet --schedule-runs per_host   # the same fleet, one run per host per tick
+    python -m benchmarks.fleet --minutes 10               # the short run
 """
 
 from __future__ import annotations
@@ -42,42 +43,45 @@ GOAL_CPU_S = 1.0
 
 def _role(argv: list[str]) -> str:
     text = " ".join(argv)
-    if "_rusage_run" in text or "backup_pipelines.cli" in text:
-        return "backup_tool"
+    if "_rusage_run" in text or "backup_pipelines.cli" in text or "backup_pipelines/cli.py" in text:
+        return "backup_tool"  # the worker CLI (on a real fleet: the database host's CPU)
     if "dagster-daemon" in text:
         return "daemon"
+    if "code-server" in text:
+        return "code_server"
     return "dagster"
 
 
 def classify(procs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Role per process. The code server starts run workers, and run workers their step
-    workers, by multiprocessing spawn: all three carry the code server's argv (`api grpc`), so
-    they are told apart by the tree: a step worker is a child of a run worker, which is a child
-    of a code server (a child of the daemon)."""
+    """Role per process. The code server starts its gRPC process, which starts run workers by
+    multiprocessing spawn: those carry no telling argv (`api grpc`, `-c ...`), so they are told
+    apart by the tree: generations below the code server (or below the daemon, for a location
+    the daemon manages itself): 1 the serving process, 2 a run worker, 3 a step worker."""
     by_pid = {p["pid"]: p for p in procs}
     base = {p["pid"]: _role(p["argv"]) for p in procs}
+    names = {1: "code_server", 2: "run_worker", 3: "step_worker"}
 
-    def depth(p: dict[str, Any]) -> int:
+    def generation(p: dict[str, Any]) -> int:
         d, cur = 0, p
         while cur is not None and base.get(cur["pid"]) == "dagster" and d < 8:
             d += 1
             cur = by_pid.get(cur["ppid"])
         return d
 
-    names = {1: "code_server", 2: "run_worker", 3: "step_worker"}
     for p in procs:
-        p["role"] = base[p["pid"]] if base[p["pid"]] != "dagster" else names.get(depth(p), "dagster_other")
+        role = base[p["pid"]]
+        p["role"] = role if role != "dagster" else names.get(generation(p), "dagster_other")
     return procs
 
 
-def session_snapshot(sid: int) -> list[dict[str, Any]]:
-    """CPU so far of every live process in the daemon's session (for those that exit by signal)."""
+def session_snapshot(sids: list[int]) -> list[dict[str, Any]]:
+    """CPU so far of every live process in the orchestrator's sessions (for those that exit by signal)."""
     import psutil
 
     out = []
     for p in psutil.process_iter(["pid", "ppid", "cmdline"]):
         try:
-            if os.getsid(p.pid) != sid:
+            if os.getsid(p.pid) not in sids:
                 continue
             t = p.cpu_times()
             argv = p.info["cmdline"] or []
@@ -100,57 +104,105 @@ def _ts(iso: str | None) -> float | None:
 
 
 def collect_runs(instance: Any) -> list[dict[str, Any]]:
+    """Every backup run, per-host or batch: when it was created, started and ended."""
     from dagster import RunsFilter
 
     out = []
-    for rec in instance.get_run_records(RunsFilter(job_name="physical_backups")):
-        run = rec.dagster_run
-        tick = _ts(run.tags.get("backup-pipelines/as-of"))
-        out.append(
-            {
-                "run_id": run.run_id,
-                "host": run.tags.get("backup-pipelines/host"),
-                "status": run.status.value,
-                "tick": tick,
-                "created": rec.create_timestamp.timestamp(),
-                "start": rec.start_time,
-                "end": rec.end_time,
-            }
-        )
+    for job in ("physical_backups", "physical_backup_batches"):
+        for rec in instance.get_run_records(RunsFilter(job_name=job)):
+            run = rec.dagster_run
+            out.append(
+                {
+                    "run_id": run.run_id,
+                    "job": job,
+                    "host": run.tags.get("backup-pipelines/host"),
+                    "status": run.status.value,
+                    "tick": _ts(run.tags.get("backup-pipelines/as-of")),
+                    "created": rec.create_timestamp.timestamp(),
+                    "start": rec.start_time,
+                    "end": rec.end_time,
+                }
+            )
     return out
 
 
-def summarize(runs: list[dict[str, Any]], probes: list[dict[str, Any]], tools: list[dict[str, Any]]) -> dict:
-    ok = [r for r in runs if r["status"] == "SUCCESS"]
-    started = [r for r in runs if r["start"]]
+def collect_backups(instance: Any, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per host-backup: a per-host run is one; a batch run holds one step per host,
+    whose start and end are its step's (so queue delay and latency are per host either way)."""
+    from dagster import DagsterEventType
+
+    out = []
+    kinds = {DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE}
+    for r in runs:
+        if r["job"] == "physical_backups":
+            out.append(dict(r))
+            continue
+        steps: dict[str, dict[str, Any]] = {}
+        for e in instance.all_logs(r["run_id"], of_type=kinds):
+            key = e.step_key or ""
+            if not key.startswith("back_up_host["):
+                continue
+            row = steps.setdefault(
+                key,
+                {
+                    "run_id": r["run_id"],
+                    "job": r["job"],
+                    "host": key[13:-1],
+                    "tick": r["tick"],
+                    "created": r["created"],
+                },
+            )
+            t = e.dagster_event.event_type
+            if t == DagsterEventType.STEP_START:
+                row.setdefault("start", e.timestamp)  # the first attempt's start
+            else:
+                row["end"] = e.timestamp
+                row["status"] = "SUCCESS" if t == DagsterEventType.STEP_SUCCESS else "FAILURE"
+        for row in steps.values():
+            row.setdefault("start", None)
+            row.setdefault("end", None)
+            row.setdefault("status", "NOT_FINISHED")
+            out.append(row)
+    return out
+
+
+def summarize(
+    runs: list[dict[str, Any]], backups: list[dict[str, Any]], probes: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> dict:
+    ok = [b for b in backups if b["status"] == "SUCCESS"]
+    started = [b for b in backups if b["start"]]
+    runs_started = [r for r in runs if r["start"]]
     cpu_by_role: Counter[str] = Counter()
     for p in classify(probes):
         cpu_by_role[p["role"]] += p["cpu"]
-    backups = [t for t in tools if "backup" in t["argv"] and t["exit"] == 0]
+    tool_calls = [t for t in tools if "backup" in t["argv"] and t["exit"] == 0]
     tool_cpu = sum(t["cpu"] for t in tools)
     n = max(len(ok), 1)
     orchestrator = sum(v for k, v in cpu_by_role.items() if k != "backup_tool")
     workers = cpu_by_role["run_worker"] + cpu_by_role["step_worker"]
-    delays = [r["start"] - r["tick"] for r in started if r["tick"]]
-    latency = [r["end"] - r["tick"] for r in ok if r["tick"] and r["end"]]
-    if started:
-        first = min(r["start"] for r in started)
-        last = max(r["start"] for r in started)
-        span_min = max((last - first) / 60, 1 / 60)
-    else:
-        span_min = 1.0
+    delays = [b["start"] - b["tick"] for b in started if b["tick"]]
+    latency = [b["end"] - b["tick"] for b in ok if b["tick"] and b["end"]]
+
+    def per_minute(rows: list[dict[str, Any]]) -> float:
+        if not rows:
+            return 0.0
+        first, last = min(r["start"] for r in rows), max(r["start"] for r in rows)
+        return len(rows) / max((last - first) / 60, 1 / 60)
+
     return {
         "runs": len(runs),
+        "host_backups_requested": len(backups),
         "host_backups": len(ok),
-        "failed": sum(1 for r in runs if r["status"] == "FAILURE"),
-        "runs_per_minute": len(started) / span_min,
+        "failed": sum(1 for b in backups if b["status"] == "FAILURE"),
+        "runs_per_minute": per_minute(runs_started),
+        "host_backups_started_per_minute": per_minute(started),
         "queue_delay_s": _stats(delays),
         "tick_to_finished_s": _stats(latency),
         "cpu_by_role_s": dict(cpu_by_role),
         "orchestrator_cpu_per_host_backup_s": orchestrator / n,
         "run_and_step_worker_cpu_per_host_backup_s": workers / n,
-        "run_and_step_worker_cpu_per_started_run_s": workers / max(len(started), 1),
-        "backup_tool_cpu_per_backup_s": (sum(t["cpu"] for t in backups) / len(backups)) if backups else None,
+        "run_and_step_worker_cpu_per_started_run_s": workers / max(len(runs_started), 1),
+        "backup_tool_cpu_per_backup_s": (sum(t["cpu"] for t in tool_calls) / len(tool_calls)) if tool_calls else None,
         "backup_tool_cpu_total_s": tool_cpu,
     }
 
@@ -162,25 +214,28 @@ def _stats(xs: list[float]) -> dict[str, float | None]:
     return {"n": len(s), "median": statistics.median(s), "p95": s[int(0.95 * (len(s) - 1))], "max": s[-1]}
 
 
-def chart(runs: list[dict[str, Any]], summary: dict, path: Path, title: str) -> None:
+def chart(runs: list[dict[str, Any]], backups: list[dict[str, Any]], summary: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(2, 2, figsize=(12, 8))
-    started = [r for r in runs if r["start"]]
-    t0 = min((r["tick"] or r["created"]) for r in runs) if runs else 0
-    minutes = Counter(int((r["start"] - t0) // 60) for r in started)
-    xs = sorted(minutes)
-    ax[0][0].bar(xs, [minutes[x] for x in xs], color="tab:blue")
-    ax[0][0].set(title="runs started per minute", xlabel="minute since first tick", ylabel="runs")
+    started = [b for b in backups if b["start"]]
+    t0 = min((b["tick"] or b["created"]) for b in backups) if backups else 0
+    runs_min = Counter(int((r["start"] - t0) // 60) for r in runs if r["start"])
+    backups_min = Counter(int((b["start"] - t0) // 60) for b in started)
+    xs = sorted(set(runs_min) | set(backups_min))
+    ax[0][0].bar([x - 0.2 for x in xs], [runs_min[x] for x in xs], width=0.4, color="tab:blue", label="runs")
+    ax[0][0].bar([x + 0.2 for x in xs], [backups_min[x] for x in xs], width=0.4, color="tab:cyan", label="host-backups")
+    ax[0][0].set(title="runs and host-backups started per minute", xlabel="minute since first tick", ylabel="count")
+    ax[0][0].legend()
     ax[0][1].scatter(
         [(r["tick"] - t0) / 60 for r in started if r["tick"]],
         [r["start"] - r["tick"] for r in started if r["tick"]],
         s=8,
     )
-    ax[0][1].set(title="queue delay: tick -> run start", xlabel="tick (minute)", ylabel="seconds")
+    ax[0][1].set(title="queue delay: tick -> host's backup starts", xlabel="tick (minute)", ylabel="seconds")
     roles = {k: v / max(summary["host_backups"], 1) for k, v in summary["cpu_by_role_s"].items()}
     names = sorted(roles)
     ax[1][0].bar(
@@ -190,45 +245,55 @@ def chart(runs: list[dict[str, Any]], summary: dict, path: Path, title: str) -> 
     ax[1][0].set(title="CPU-s per host-backup by process role", ylabel="CPU-s")
     ax[1][0].tick_params(axis="x", rotation=30)
     ax[1][0].legend()
-    ok = [r for r in runs if r["status"] == "SUCCESS" and r["tick"] and r["end"]]
+    ok = [b for b in backups if b["status"] == "SUCCESS" and b["tick"] and b["end"]]
     ax[1][1].scatter([(r["tick"] - t0) / 60 for r in ok], [r["end"] - r["tick"] for r in ok], s=8, color="tab:green")
-    ax[1][1].set(title="tick -> run finished", xlabel="tick (minute)", ylabel="seconds")
+    ax[1][1].set(title="tick -> host's backup finished", xlabel="tick (minute)", ylabel="seconds")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def report(
-    runs: list[dict[str, Any]], probes: list[dict[str, Any]], tools: list[dict[str, Any]], meta: dict, out: Path
+    runs: list[dict[str, Any]],
+    backups: list[dict[str, Any]],
+    probes: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    meta: dict,
+    out: Path,
 ) -> None:
     """Summary, JSON and chart from the measured runs and processes; prints the figures."""
-    summary = summarize(runs, probes, tools)
+    summary = summarize(runs, backups, probes, tools)
     summary.update(meta)
     out.parent.mkdir(parents=True, exist_ok=True)
-    raw = {"summary": summary, "runs": runs, "processes": probes, "tool_calls": tools}
+    raw = {"summary": summary, "runs": runs, "backups": backups, "processes": probes, "tool_calls": tools}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
     title = (
         f"{meta['hosts']} hosts / {meta['servers']} MariaDB, every {meta['interval_minutes']} min "
-        f"for {meta['minutes']:g} min"
+        f"for {meta['minutes']:g} min, {meta.get('schedule_runs', 'per_host')} runs"
     )
     floor = summary["backup_tool_cpu_per_backup_s"]
     o = summary["orchestrator_cpu_per_host_backup_s"]
-    print(f"runs {summary['runs']}  host-backups {summary['host_backups']}  failed {summary['failed']}")
-    print(f"runs launched per minute      {summary['runs_per_minute']:.1f}")
+    print(f"schedule_runs: {meta.get('schedule_runs', 'per_host')}")
+    print(
+        f"runs {summary['runs']}  host-backups requested {summary['host_backups_requested']}  "
+        f"succeeded {summary['host_backups']}  failed {summary['failed']}"
+    )
+    print(f"runs launched per minute         {summary['runs_per_minute']:.1f}")
+    print(f"host-backups started per minute  {summary['host_backups_started_per_minute']:.1f}")
     print(f"queue delay tick->start (s)   {summary['queue_delay_s']}")
     print(f"tick->finished (s)            {summary['tick_to_finished_s']}")
     print(f"CPU by role (s)               { {k: round(v, 1) for k, v in summary['cpu_by_role_s'].items()} }")
-    print(f"orchestrator CPU-s per host-backup  {o:.2f}  (goal {GOAL_CPU_S}: {o / GOAL_CPU_S:.1f}x)")
+    print(f"orchestrator CPU-s per host-backup  {o:.2f}  (goal {GOAL_CPU_S}: {o / GOAL_CPU_S:.2f}x)")
     print(f"  of which run+step workers         {summary['run_and_step_worker_cpu_per_host_backup_s']:.2f}")
     print(f"run+step worker CPU-s per started run {summary['run_and_step_worker_cpu_per_started_run_s']:.2f}")
     if floor:
         print(
             f"backup tool CPU-s per backup (floor: `backup-pipelines backup full|incremental --host H --json`) "
-            f"{floor:.2f}; orchestrator/floor = {o / floor:.1f}x"
+            f"{floor:.2f}; orchestrator/floor = {o / floor:.2f}x"
         )
     print(f"results: {out.with_suffix('.json')}")
     try:  # the figures are printed and saved first: a missing plotting library costs only the chart
-        chart(runs, summary, out.with_suffix(".png"), title)
+        chart(runs, backups, summary, out.with_suffix(".png"), title)
         print(f"chart: {out.with_suffix('.png')}")
     except ImportError:
         print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
@@ -238,10 +303,16 @@ def reanalyze(run_dir: Path, saved: Path, out: Path) -> None:
     """Rebuild the report of a finished run from its saved runs and the probe logs it left."""
     doc = json.loads(saved.read_text())
     meta = {
-        k: doc["summary"][k] for k in ("hosts", "servers", "interval_minutes", "minutes", "wall_s", "cpus", "command")
+        k: doc["summary"][k]
+        for k in ("hosts", "servers", "interval_minutes", "minutes", "wall_s", "cpus", "command", "schedule_runs")
+        if k in doc["summary"]
     }
     meta["reanalyzed_from"] = str(run_dir)
-    report(doc["runs"], _load_lines(run_dir / "probe.jsonl"), _load_lines(run_dir / "tools.jsonl"), meta, out)
+    runs = doc["runs"]
+    for r in runs:
+        r.setdefault("job", "physical_backups")
+    backups = doc.get("backups") or [dict(r) for r in runs]
+    report(runs, backups, _load_lines(run_dir / "probe.jsonl"), _load_lines(run_dir / "tools.jsonl"), meta, out)
 
 
 def main() -> int:
@@ -251,11 +322,18 @@ def main() -> int:
     ap.add_argument("--interval", type=int, default=5, help="incremental interval, minutes (default 5)")
     ap.add_argument("--minutes", type=float, default=20, help="how long to let the daemon run (default 20)")
     ap.add_argument("--drain-minutes", type=float, default=10, help="how long queued runs may finish after (10)")
-    ap.add_argument("--out", default=str(RESULTS / "fleet"), help="result path stem (.json, .png)")
+    ap.add_argument(
+        "--schedule-runs",
+        choices=("batched", "per_host"),
+        default="batched",
+        help="orchestration.schedule_runs: one run per tick (a step per host; the default) or one run per host",
+    )
+    ap.add_argument("--out", default=None, help="result path stem (.json, .png); default results/fleet-<mode>")
     ap.add_argument("--reanalyze", metavar="RUN_DIR", help="rebuild the report from a finished run's probe logs")
     args = ap.parse_args()
     if args.reanalyze:
-        reanalyze(Path(args.reanalyze), Path(args.out).with_suffix(".json"), Path(args.out))
+        out = Path(args.out or RESULTS / f"fleet-{args.schedule_runs}")
+        reanalyze(Path(args.reanalyze), out.with_suffix(".json"), out)
         return 0
 
     root = Path(tempfile.mkdtemp(prefix="bp-fleet-"))
@@ -274,6 +352,7 @@ def main() -> int:
         doc = yaml.safe_load(config.read_text())
         for h in doc["hosts"].values():
             h["transport"] = {"kind": "local", "command": wrapper}
+        doc["orchestration"] = {"schedule_runs": args.schedule_runs}
         config.write_text(yaml.safe_dump(doc))
         with PostgresCluster() as pg:
             db = pg.create_database()
@@ -307,7 +386,8 @@ def main() -> int:
                     while instance.get_runs_count(RunsFilter(statuses=list(busy))) and time.monotonic() < drain:
                         time.sleep(5)
                     runs = collect_runs(instance)
-                snapshot = session_snapshot(orch.proc.pid) if orch.proc else []
+                    backups = collect_backups(instance, runs)
+                snapshot = session_snapshot(orch.sessions())
             wall = time.time() - t_start
     finally:
         for s in sources:
@@ -323,8 +403,9 @@ def main() -> int:
         "wall_s": wall,
         "cpus": os.cpu_count(),
         "command": " ".join(sys.argv),
+        "schedule_runs": args.schedule_runs,
     }
-    report(runs, probes, tools, meta, Path(args.out))
+    report(runs, backups, probes, tools, meta, Path(args.out or RESULTS / f"fleet-{args.schedule_runs}"))
     return 0
 
 

@@ -335,6 +335,13 @@ class Orchestration(_Model):
     # silently labelled with the old time (the daemon was down, or the queue was stuck).
     max_schedule_lag_minutes: Annotated[float, Field(gt=0)] = 30.0
     timeout_minutes: Annotated[float, Field(gt=0)] = 720.0
+    # Scheduled base and incremental backups: "batched" runs every due host of a tick in one run
+    # (a step and a partition materialization per host, `batch_parallelism` at once, at most
+    # `batch_max_hosts` per run); "per_host" launches one run per host per tick, which costs the
+    # orchestrator a Python start-up per backup (docs/dagster.md, "Fleet scale").
+    schedule_runs: Literal["batched", "per_host"] = "batched"
+    batch_parallelism: Annotated[int, Field(ge=1, le=256)] = 8
+    batch_max_hosts: Annotated[int, Field(ge=1, le=5000)] = 100
 
 
 class Config(_Model):

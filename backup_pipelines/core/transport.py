@@ -54,6 +54,11 @@ _BY_CODE: dict[int, type[BackupPipelinesError]] = {
     ExitCode.TRANSPORT: TransportError,
 }
 _PREFIX = re.compile(r"^backup-pipelines: (error|internal error): ", re.M)
+_CANCEL_POLL_SECONDS = 1.0
+
+
+class _Cancelled(Exception):
+    """The caller's cancel event was set while the worker command ran."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +87,13 @@ class Worker(ABC):
         *,
         timeout: float | None = None,
         on_stderr_line: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Completed:
         """Run the CLI on the worker; past `timeout` seconds it is killed and a TransportError raised.
 
         The deadline is kept by waiting on the process, not on its output: a child that hangs
         without writing (or a grandchild that keeps our pipes open) is killed all the same.
+        `cancel`, when set, kills it too: a caller on a thread cannot be reached by a signal.
         """
         argv = self.argv(cli_args, timeout=timeout)
         log.info("on %s: backup-pipelines %s", self.describe(), shlex.join(cli_args))
@@ -122,7 +129,19 @@ class Worker(ABC):
             r.start()
         started = time.monotonic()
         try:
-            rc = proc.wait(timeout=timeout)
+            rc = self._wait(proc, started, timeout, cancel)
+        except _Cancelled:
+            kill_group(proc, grace=10.0)
+            for r in readers:
+                r.join(5)
+            raise TransportError(
+                f"backup-pipelines {' '.join(cli_args[:2])} on {self.describe()} was stopped: its run is "
+                "being cancelled",
+                host=self.host,
+                command=shlex.join(cli_args),
+                stderr_tail=tail("".join(err_lines)) or None,
+                hint="nothing it was writing is committed; the next scheduled run takes it again",
+            ) from None
         except subprocess.TimeoutExpired:
             kill_group(proc, grace=10.0)
             for r in readers:
@@ -144,6 +163,25 @@ class Worker(ABC):
             r.join(None if timeout is None else max(1.0, timeout - (time.monotonic() - started)))
         return Completed(argv, rc, "".join(out_chunks), "".join(err_lines))
 
+    @staticmethod
+    def _wait(
+        proc: subprocess.Popen[str], started: float, timeout: float | None, cancel: threading.Event | None
+    ) -> int:
+        if cancel is None:
+            return proc.wait(timeout=timeout)
+        while True:
+            step = _CANCEL_POLL_SECONDS
+            if timeout is not None:
+                left = timeout - (time.monotonic() - started)
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout)
+                step = min(step, left)
+            try:
+                return proc.wait(timeout=step)
+            except subprocess.TimeoutExpired:
+                if cancel.is_set():
+                    raise _Cancelled() from None
+
     def run_json(
         self,
         cli_args: list[str],
@@ -151,9 +189,10 @@ class Worker(ABC):
         timeout: float | None = None,
         on_stderr_line: Callable[[str], None] | None = None,
         ok_codes: tuple[int, ...] = (0,),
+        cancel: threading.Event | None = None,
     ) -> Any:
         """Run a `--json` command; return its parsed output or raise the remote error, typed."""
-        res = self.run(cli_args, timeout=timeout, on_stderr_line=on_stderr_line)
+        res = self.run(cli_args, timeout=timeout, on_stderr_line=on_stderr_line, cancel=cancel)
         if res.returncode not in ok_codes:
             raise self._error(res, cli_args)
         try:

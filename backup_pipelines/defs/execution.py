@@ -11,6 +11,7 @@ from ..core.config import Config
 from ..core.errors import BackupPipelinesError, LockedError, StorageError, ToolError, TransportError
 from ..core.transport import Worker
 from .keys import AS_OF_TAG, SCHEDULED_TAG
+from .threaded_executor import current_cancel
 
 # Worth another attempt: the network, the object store, a busy host, a tool that died.
 TRANSIENT = (StorageError, TransportError, LockedError, ToolError)
@@ -37,7 +38,11 @@ def run_json(
     """Run `backup-pipelines <args>` on the worker; failures become a Failure naming what to do."""
     try:
         return worker.run_json(
-            args, timeout=timeout, on_stderr_line=lambda line: context.log.info(line), ok_codes=ok_codes
+            args,
+            timeout=timeout,
+            on_stderr_line=lambda line: context.log.info(line),
+            ok_codes=ok_codes,
+            cancel=current_cancel(),
         )
     except BackupPipelinesError as err:
         retryable = isinstance(err, TRANSIENT)

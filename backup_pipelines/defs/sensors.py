@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 from ..core.config import Config, read_secret_file
 from .assets.backups import BASE_FAIL_WINDOW
-from .checks import BASE_AGE_CHECK, RPO_CHECK, freshness, latest_materialization, rpo_limit
+from .checks import BASE_AGE_CHECK, RPO_CHECK, judge_age, latest_by_partition, newest_point, rpo_limit
 from .keys import BASE, HOST_TAG, INCREMENTAL, VERIFICATION
 from .partitions import RESTORE_DAYS, fleet_timezone, fleet_today, restore_point_key, window_changes
 from .resources import BackupFleet
@@ -148,34 +148,27 @@ def build_prune_after_verification(cfg: Config, retention_job: "UnresolvedAssetJ
     return prune_after_verification
 
 
-def _newest_backup(instance: DagsterInstance, key: AssetKey, host: str) -> EventLogRecord | None:
-    """The materialization a freshness check judges (for the RPO, a newer base counts too)."""
-    newest = latest_materialization(instance, key, host)
-    if key == INCREMENTAL:
-        base = latest_materialization(instance, BASE, host)
-        if base is not None and (newest is None or base.timestamp > newest.timestamp):
-            newest = base
-    return newest
-
-
 def evaluate_freshness(
     context: SensorEvaluationContext, cfg: Config, now: datetime | None = None
 ) -> tuple[list[tuple[AssetCheckEvaluation, EventLogRecord | None]], dict[str, Any]]:
     """Per-host RPO and base-age results, each with the backup it judged; only changes (or
-    hourly restatements) are emitted."""
+    hourly restatements) are emitted. The newest backups of the whole fleet are read in one
+    pass (four queries), not per host."""
     now = now or datetime.now(UTC)
     state: dict[str, Any] = json.loads(context.cursor) if context.cursor else {}
+    incrementals = latest_by_partition(context.instance, INCREMENTAL)
+    bases = latest_by_partition(context.instance, BASE)
     events = []
     for host in sorted(cfg.hosts):
-        for key, check, limit in (
-            (INCREMENTAL, RPO_CHECK, rpo_limit(cfg, host)),
-            (BASE, BASE_AGE_CHECK, BASE_FAIL_WINDOW),
+        base = bases.get(host)
+        for key, check, limit, newest in (
+            (INCREMENTAL, RPO_CHECK, rpo_limit(cfg, host), newest_point(incrementals.get(host), base)),
+            (BASE, BASE_AGE_CHECK, BASE_FAIL_WINDOW, base),
         ):
-            passed, meta = freshness(context.instance, key, host, limit, now)
+            passed, meta = judge_age(newest, limit, now)
             slot = f"{check}|{host}"
             prev = state.get(slot)
             if prev is None or prev[0] != passed or now.timestamp() - prev[1] >= RESTATE_SECONDS:
-                newest = _newest_backup(context.instance, key, host)
                 target = (
                     AssetCheckEvaluationTargetMaterializationData(
                         storage_id=newest.storage_id, run_id=newest.run_id, timestamp=newest.timestamp
@@ -258,10 +251,26 @@ def failure_payload(context: RunFailureSensorContext) -> dict[str, Any]:
     """Slack-compatible JSON: host, assets, run id and the error's first line. Never secrets."""
     run = context.dagster_run
     tags = run.tags
-    host = tags.get(HOST_TAG) or tags.get("dagster/partition/host") or tags.get("dagster/partition") or "-"
+    step_failures = context.get_step_failure_events()
+    # A batch run has no host tag: its failed steps name theirs (run_json puts it in the metadata).
+    failed_hosts = sorted(
+        {
+            str(meta["host"].value)
+            for f in step_failures
+            if f.step_failure_data
+            and f.step_failure_data.user_failure_data
+            and "host" in (meta := f.step_failure_data.user_failure_data.metadata)
+        }
+    )
+    host = (
+        tags.get(HOST_TAG)
+        or tags.get("dagster/partition/host")
+        or tags.get("dagster/partition")
+        or ", ".join(failed_hosts)
+        or "-"
+    )
     assets = sorted("/".join(k.path) for k in (run.asset_selection or set()))
     message = context.failure_event.message or ""
-    step_failures = context.get_step_failure_events()
     if step_failures:
         data = step_failures[0].step_failure_data
         if data and data.error:
@@ -269,7 +278,10 @@ def failure_payload(context: RunFailureSensorContext) -> dict[str, Any]:
         if data and data.user_failure_data and data.user_failure_data.description:
             message = data.user_failure_data.description
     first = next((line.strip() for line in message.splitlines() if line.strip()), "run failed")
-    text = f":red_circle: backup-pipelines: {run.job_name} failed for host {host} (run {run.run_id}): {first}"
+    what = f"hosts {host}" if len(failed_hosts) > 1 and host == ", ".join(failed_hosts) else f"host {host}"
+    if len(step_failures) > 1:
+        first += f" (and {len(step_failures) - 1} more failed step(s))"
+    text = f":red_circle: backup-pipelines: {run.job_name} failed for {what} (run {run.run_id}): {first}"
     return {
         "text": text,
         "host": host,

@@ -13,6 +13,7 @@ import yaml
 from dagster import (
     AssetCheckKey,
     AssetMaterialization,
+    DagsterRunStatus,
     asset,
     build_run_status_sensor_context,
     build_schedule_context,
@@ -23,6 +24,7 @@ from dagster._core.storage.event_log.base import PartitionKeyFilter
 
 from backup_pipelines.core.config import load_config
 from backup_pipelines.definitions import build_definitions
+from backup_pipelines.defs.batch import BATCH_JOB, BATCH_TAG
 from backup_pipelines.defs.checks import BASE_AGE_CHECK, RPO_CHECK
 from backup_pipelines.defs.keys import AS_OF_TAG, BASE, HOST_TAG, INCREMENTAL
 from backup_pipelines.defs.partitions import host_partitions
@@ -61,6 +63,17 @@ def _schedule(defs, name):
     return next(s for s in defs.schedules if s.name == name)
 
 
+def _per_host(config: Path) -> Path:
+    doc = yaml.safe_load(config.read_text())
+    doc["orchestration"] = {"schedule_runs": "per_host"}
+    config.write_text(yaml.safe_dump(doc))
+    return config
+
+
+def _planned(req) -> list[tuple[str, str]]:
+    return [(b["host"], b["kind"]) for b in req.run_config["ops"]["plan_batch"]["config"]["backups"]]
+
+
 def test_schedules_group_hosts_by_timing_and_zone(fleet_config, dagster_instance):
     defs = build_definitions(fleet_config)
     names = sorted(s.name for s in defs.schedules)
@@ -76,7 +89,25 @@ def test_schedules_group_hosts_by_timing_and_zone(fleet_config, dagster_instance
     for s in defs.schedules:
         assert s.execution_timezone in ("UTC", "Europe/London")
     base = _schedule(defs, "base_backups_0_1_utc")
-    assert base.cron_schedule == "0 1 * * *"
+    assert base.cron_schedule == "0 1 * * *" and base.job_name == BATCH_JOB
+    tick = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
+    reqs = base.evaluate_tick(
+        build_schedule_context(
+            instance=dagster_instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+        )
+    )
+    # one run for the tick, a base of each of its hosts
+    (req,) = reqs.run_requests
+    assert _planned(req) == [("db1", "full"), ("db2", "full")]
+    assert req.tags[AS_OF_TAG] == tick.isoformat() and req.tags[BATCH_TAG] == "base/base_backups_0_1_utc"
+    assert req.run_config["execution"]["config"]["max_concurrent"] == 8
+    assert _schedule(defs, "incremental_backups_every_5m_utc").cron_schedule == "*/5 * * * *"
+
+
+def test_per_host_schedules_launch_a_run_per_host(fleet_config, dagster_instance):
+    defs = build_definitions(_per_host(fleet_config))
+    base = _schedule(defs, "base_backups_0_1_utc")
+    assert base.job_name == "physical_backups"
     tick = datetime(2026, 11, 29, 1, 0, tzinfo=UTC)
     reqs = base.evaluate_tick(
         build_schedule_context(
@@ -87,13 +118,7 @@ def test_schedules_group_hosts_by_timing_and_zone(fleet_config, dagster_instance
         ("db1", [BASE], tick.isoformat()),
         ("db2", [BASE], tick.isoformat()),
     ]
-    assert _schedule(defs, "incremental_backups_every_5m_utc").cron_schedule == "*/5 * * * *"
-
-
-def test_incremental_schedule_bootstraps_hosts_without_a_base(fleet_config, dagster_instance):
-    defs = build_definitions(fleet_config)
     sched = _schedule(defs, "incremental_backups_every_15m_utc")
-    tick = datetime(2026, 11, 29, 9, 15, tzinfo=UTC)
     ctx = build_schedule_context(
         instance=dagster_instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
     )
@@ -102,6 +127,63 @@ def test_incremental_schedule_bootstraps_hosts_without_a_base(fleet_config, dags
     dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db1"))
     (req,) = sched.evaluate_tick(ctx).run_requests
     assert req.asset_selection == [INCREMENTAL] and req.run_key == f"incr|db1|{tick.isoformat()}"
+
+
+def test_incremental_schedule_bootstraps_hosts_without_a_base(fleet_config, dagster_instance):
+    defs = build_definitions(fleet_config)
+    sched = _schedule(defs, "incremental_backups_every_5m_utc")
+    tick = datetime(2026, 11, 29, 9, 15, tzinfo=UTC)
+    ctx = build_schedule_context(
+        instance=dagster_instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    )
+    (req,) = sched.evaluate_tick(ctx).run_requests
+    assert _planned(req) == [("db2", "full")]
+    dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db2"))
+    (req,) = sched.evaluate_tick(ctx).run_requests
+    assert _planned(req) == [("db2", "incremental")]
+    assert req.run_key == f"incr-batch|incremental_backups_every_5m_utc|{tick.isoformat()}|0"
+
+
+def test_incremental_schedule_leaves_a_busy_host_to_the_next_tick(fleet_config, dagster_instance):
+    """A batch still running a host's backup keeps that host out of the next tick; once its
+    step has materialized (the run may still be busy with other hosts), it is due again."""
+    doc = yaml.safe_load(fleet_config.read_text())
+    doc["hosts"]["db1"]["schedules"] = {"incremental_minutes": 5}
+    fleet_config.write_text(yaml.safe_dump(doc))
+    defs = build_definitions(fleet_config)
+    sched = _schedule(defs, "incremental_backups_every_5m_utc")
+    tick = datetime(2026, 11, 29, 9, 15, tzinfo=UTC)
+    ctx = build_schedule_context(
+        instance=dagster_instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+    )
+    (req,) = sched.evaluate_tick(ctx).run_requests
+    assert _planned(req) == [("db1", "full"), ("db2", "full")]
+    running = dagster_instance.create_run_for_job(
+        defs.resolve_job_def(BATCH_JOB), run_config=req.run_config, status=DagsterRunStatus.STARTED
+    )
+    result = sched.evaluate_tick(ctx)
+    assert result.run_requests == [] and "db1, db2" in (result.skip_message or "")
+    # db1's step finished in that run: db1 is due again, db2 still busy
+    dagster_instance.report_runless_asset_event(AssetMaterialization(asset_key=BASE, partition="db1"))
+    _materialized_in(dagster_instance, running.run_id, "db1")
+    (req,) = sched.evaluate_tick(ctx).run_requests
+    assert _planned(req) == [("db1", "incremental")]
+    dagster_instance.report_run_failed(running)
+    (req,) = sched.evaluate_tick(ctx).run_requests
+    assert _planned(req) == [("db1", "incremental"), ("db2", "full")]
+
+
+def _materialized_in(instance, run_id: str, host: str) -> None:
+    """Store a base materialization of `host` as the batch run `run_id` would."""
+    from dagster import DagsterEvent, DagsterEventType
+    from dagster._core.events import StepMaterializationData
+
+    event = DagsterEvent(
+        event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value,
+        job_name=BATCH_JOB,
+        event_specific_data=StepMaterializationData(AssetMaterialization(asset_key=BASE, partition=host)),
+    )
+    instance.report_dagster_event(event, run_id=run_id)
 
 
 def test_verification_follows_each_new_base(fleet_config, dagster_instance):

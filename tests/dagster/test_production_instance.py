@@ -2,7 +2,8 @@
 
 Two hosts on two throwaway servers: db2 backed up every minute (RPO 2 minutes, so this takes
 minutes, not hours), db1 on the default 15 (its base materialized from the CLI beforehand).
-The daemon's scheduler launches db2's base through the run queue, the rpo_monitor sensor turns
+The daemon's scheduler launches db2's base through the run queue (a batch run, a step per due
+host), the rpo_monitor sensor turns
 its freshness green, then db2's server goes away: its RPO check turns red within a minute of
 the breach, written by the sensor (no run executes it), while db1 stays green.
 """
@@ -17,6 +18,7 @@ import yaml
 from dagster import AssetCheckKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.storage.event_log.base import PartitionKeyFilter
 
+from backup_pipelines.defs.batch import BATCH_JOB, planned_hosts
 from backup_pipelines.defs.checks import RPO_CHECK
 from backup_pipelines.defs.concurrency import PHYSICAL_HOST_TAG
 from backup_pipelines.defs.keys import BASE, INCREMENTAL
@@ -115,12 +117,25 @@ def test_daemon_on_postgres_backs_up_and_turns_a_lost_host_red(fleet, postgres_d
         # db2's freshness changed at least twice: (red, never backed up) -> green -> red
         statuses = [r[0] for r in seen["db2"]]
         assert statuses[-2:] == [True, False] or (True in statuses and statuses[-1] is False), seen["db2"]
-        runs = instance.get_runs(RunsFilter(job_name="physical_backups"))
-        ok = [r for r in runs if r.status == DagsterRunStatus.SUCCESS]
-        assert "db2" in {r.tags.get(PHYSICAL_HOST_TAG) for r in ok}  # tagged by the run queue
-        # the runs' own checks were stored too
+        # the scheduler's ticks were batch runs (a step per due host) ...
+        batches = instance.get_runs(RunsFilter(job_name=BATCH_JOB))
+        assert judged.dagster_run.job_name == BATCH_JOB
+        assert any("db2" in planned_hosts(r.run_config) and r.status == DagsterRunStatus.SUCCESS for r in batches)
+        # ... and the CLI's materialization a per-host run, tagged by the run queue
+        (cli_run,) = instance.get_runs(RunsFilter(job_name="physical_backups"))
+        assert cli_run.tags.get(PHYSICAL_HOST_TAG) == "db1" and cli_run.status == DagsterRunStatus.SUCCESS
+        # the runs' own checks were stored too: db1's base from the per-host run, db2's from its step
         integrity = instance.event_log_storage.get_asset_check_execution_history(
             AssetCheckKey(BASE, "catalog_integrity"), limit=10, partition_filter=PartitionKeyFilter(key="db1")
+        )
+        assert any(
+            r.event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            and r.event.dagster_event.event_specific_data.passed
+            for r in integrity
+            if r.event
+        )
+        integrity = instance.event_log_storage.get_asset_check_execution_history(
+            AssetCheckKey(BASE, "catalog_integrity"), limit=10, partition_filter=PartitionKeyFilter(key="db2")
         )
         assert any(
             r.event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION
