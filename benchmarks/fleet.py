@@ -269,11 +269,12 @@ def report(
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
     title = (
         f"{meta['hosts']} hosts / {meta['servers']} MariaDB, every {meta['interval_minutes']} min "
-        f"for {meta['minutes']:g} min, {meta.get('schedule_runs', 'per_host')} runs"
+        f"for {meta['minutes']:g} min, {meta.get('schedule_runs', 'per_host')} runs, "
+        f"{meta.get('storage', 'stock')} storage"
     )
     floor = summary["backup_tool_cpu_per_backup_s"]
     o = summary["orchestrator_cpu_per_host_backup_s"]
-    print(f"schedule_runs: {meta.get('schedule_runs', 'per_host')}")
+    print(f"schedule_runs: {meta.get('schedule_runs', 'per_host')}  storage: {meta.get('storage', 'stock')}")
     print(
         f"runs {summary['runs']}  host-backups requested {summary['host_backups_requested']}  "
         f"succeeded {summary['host_backups']}  failed {summary['failed']}"
@@ -304,7 +305,17 @@ def reanalyze(run_dir: Path, saved: Path, out: Path) -> None:
     doc = json.loads(saved.read_text())
     meta = {
         k: doc["summary"][k]
-        for k in ("hosts", "servers", "interval_minutes", "minutes", "wall_s", "cpus", "command", "schedule_runs")
+        for k in (
+            "hosts",
+            "servers",
+            "interval_minutes",
+            "minutes",
+            "wall_s",
+            "cpus",
+            "command",
+            "schedule_runs",
+            "storage",
+        )
         if k in doc["summary"]
     }
     meta["reanalyzed_from"] = str(run_dir)
@@ -328,11 +339,17 @@ def main() -> int:
         default="batched",
         help="orchestration.schedule_runs: one run per tick (a step per host; the default) or one run per host",
     )
+    ap.add_argument(
+        "--storage",
+        choices=("pooled", "stock"),
+        default="pooled",
+        help="deploy/dagster.yaml's pooled PostgreSQL storage (default), or dagster-postgres's stock one",
+    )
     ap.add_argument("--out", default=None, help="result path stem (.json, .png); default results/fleet-<mode>")
     ap.add_argument("--reanalyze", metavar="RUN_DIR", help="rebuild the report from a finished run's probe logs")
     args = ap.parse_args()
     if args.reanalyze:
-        out = Path(args.out or RESULTS / f"fleet-{args.schedule_runs}")
+        out = Path(args.out or RESULTS / f"fleet-{args.schedule_runs}-{args.storage}")
         reanalyze(Path(args.reanalyze), out.with_suffix(".json"), out)
         return 0
 
@@ -357,6 +374,11 @@ def main() -> int:
         with PostgresCluster() as pg:
             db = pg.create_database()
             orch = Orchestrator(root / "home", config, db.env)
+            if args.storage == "stock":  # the same PostgreSQL settings, without the pool
+                instance_file = orch.home / "dagster.yaml"
+                inst = yaml.safe_load(instance_file.read_text())
+                inst["storage"] = {"postgres": {"postgres_db": inst["storage"]["custom"]["config"]["postgres_db"]}}
+                instance_file.write_text(yaml.safe_dump(inst))
             repo_root = HERE.parent
             orch.env["PYTHONPATH"] = os.pathsep.join([str(HERE / "_probe"), str(repo_root)])
             orch.env["BP_CPU_PROBE_LOG"] = str(probe_log)
@@ -404,8 +426,9 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "command": " ".join(sys.argv),
         "schedule_runs": args.schedule_runs,
+        "storage": args.storage,
     }
-    report(runs, backups, probes, tools, meta, Path(args.out or RESULTS / f"fleet-{args.schedule_runs}"))
+    report(runs, backups, probes, tools, meta, Path(args.out or RESULTS / f"fleet-{args.schedule_runs}-{args.storage}"))
     return 0
 
 

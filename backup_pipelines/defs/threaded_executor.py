@@ -21,6 +21,7 @@ tests/dagster/test_threaded_executor.py runs it through real runs on a real inst
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import sys
@@ -160,16 +161,17 @@ def _threaded_plan_iterator(
                         raise item
         except BaseException:
             cancel.set()  # the pool's exit waits for the steps; make them end now
-            raise
-        finally:
-            try:
+            with contextlib.suppress(Exception):
                 capture.close()
-            except Exception:
-                yield DagsterEvent.engine_event(
-                    job_context,
-                    "Exception while cleaning up compute log capture",
-                    EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
-                )
+            raise
+        try:
+            capture.close()
+        except Exception:
+            yield DagsterEvent.engine_event(
+                job_context,
+                "Exception while cleaning up compute log capture",
+                EngineEventData(error=serializable_error_info_from_exc_info(sys.exc_info())),
+            )
         if stopping:
             raise DagsterExecutionInterruptedError()
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance
+from sqlalchemy import text
+from sqlalchemy.pool import QueuePool
 
 from backup_pipelines.defs.concurrency import (
     DUMP_HOST_TAG,
@@ -48,6 +50,21 @@ def test_production_instance_on_postgres(tmp_path, postgres_db, monkeypatch):
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         assert type(instance.schedule_storage).__name__ == "PostgresScheduleStorage"
         _assert_queue_and_limits(instance)
+        # dagster-postgres's storages, on pooled connections: queries reuse one backend
+        for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+            pool = storage._engine.pool
+            assert isinstance(pool, QueuePool) and pool.size() == 2, type(pool)
+            pids = set()
+            for _ in range(20):
+                with storage._engine.connect() as conn:
+                    pids.add(conn.execute(text("SELECT pg_backend_pid()")).scalar())
+            assert len(pids) == 1, pids
+        # the instance ref a run worker is started with builds the same pooled storage
+        ref = instance.get_ref()
+        assert ref.storage_data.class_name == "PooledPostgresStorage"
+        with DagsterInstance.from_ref(ref) as worker:
+            assert isinstance(worker.run_storage._engine.pool, QueuePool)
+            assert worker.get_runs_count() == 0
         # (runs submitted through it are tagged per host: tests/dagster/test_production_instance.py)
 
 

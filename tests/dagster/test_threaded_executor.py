@@ -2,9 +2,14 @@
 swap in Dagster's in-process executor) on a real sqlite instance: steps overlap, retries, pools,
 failures and per-partition materializations behave as they do under Dagster's own executors."""
 
+import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from dagster import (
@@ -12,6 +17,7 @@ from dagster import (
     AssetMaterialization,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     DynamicOut,
     DynamicOutput,
     Failure,
@@ -27,7 +33,10 @@ from dagster import (
 )
 from dagster import Definitions as _Definitions
 
-from backup_pipelines.defs.threaded_executor import threaded_executor
+from backup_pipelines.core.config import LocalTransport
+from backup_pipelines.core.errors import TransportError
+from backup_pipelines.core.transport import LocalWorker
+from backup_pipelines.defs.threaded_executor import current_cancel, threaded_executor
 
 pytestmark = pytest.mark.dagster
 
@@ -158,3 +167,82 @@ def test_asset_job_runs_partition_on_threaded_executor(dagster_instance: Dagster
 
 def _toy_asset_job():
     return toy_asset_defs().resolve_job_def("toy_assets")
+
+
+# --- stopping: a step blocked in a worker command ends when the run is interrupted ---------------
+
+SLEEPER = f"{sys.executable} -c 'import sys, time; time.sleep(float(sys.argv[-1]))'"
+
+
+def test_a_set_cancel_event_kills_the_worker_command(tmp_path: Path) -> None:
+    worker = LocalWorker("db1", tmp_path / "unused.yaml", LocalTransport(command=SLEEPER))
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.monotonic()
+    with pytest.raises(TransportError, match="was stopped: its run is being cancelled") as err:
+        worker.run(["30"], timeout=60, cancel=cancel)
+    assert time.monotonic() - started < 5
+    assert err.value.host == "db1"
+    # without the event the same command runs to its end
+    assert worker.run(["0.2"], timeout=60, cancel=threading.Event()).returncode == 0
+
+
+@op(config_schema={"command": str, "config": str})
+def waits_on_worker(context: OpExecutionContext, host: str) -> None:
+    spec = LocalTransport(command=context.op_config["command"])
+    LocalWorker(host, context.op_config["config"], spec).run(["60"], timeout=120, cancel=current_cancel())
+
+
+@job(executor_def=threaded_executor)
+def toy_waiting():
+    fan_out().map(waits_on_worker)
+
+
+def _run_toy_waiting(home: str, command: str, config: str) -> None:  # in a child process
+    import os
+
+    os.environ["DAGSTER_HOME"] = home
+    with DagsterInstance.get() as instance:
+        run_config = {
+            "ops": {
+                "fan_out": {"config": {"hosts": ["db1", "db2", "db3"]}},
+                "waits_on_worker": {"config": {"command": command, "config": config}},
+            }
+        }
+        execute_job(reconstructable(toy_waiting), instance=instance, run_config=run_config)
+
+
+def test_an_interrupted_run_stops_its_running_steps(tmp_path: Path) -> None:
+    """SIGINT (what `dagster run terminate`'s signal becomes in the run worker) reaches only the
+    main thread; the steps' worker commands are killed through the cancel event, the run ends."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_run_toy_waiting, args=(str(home), SLEEPER, str(tmp_path / "unused.yaml")))
+    child.start()
+    with DagsterInstance.from_config(str(home)) as instance:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = instance.get_runs()
+            started = [
+                e
+                for r in runs
+                for e in instance.all_logs(r.run_id, of_type=DagsterEventType.STEP_START)
+                if (e.step_key or "").startswith("waits_on_worker[")
+            ]
+            if len(started) == 3:
+                break
+            time.sleep(0.5)
+        assert len(started) == 3, "the three steps never started together"
+        time.sleep(1.0)
+        stopped_at = time.monotonic()
+        os.kill(child.pid, signal.SIGINT)
+        child.join(30)
+        assert child.exitcode is not None, "the interrupted run worker did not exit"
+        assert time.monotonic() - stopped_at < 20  # not the 60 s the commands would have slept
+        (run,) = instance.get_runs()
+        assert run.status in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED), run.status
+        failed = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)
+        assert sorted(e.step_key for e in failed) == [f"waits_on_worker[{h}]" for h in ("db1", "db2", "db3")]
+        assert all("being cancelled" in e.dagster_event.step_failure_data.error.to_string() for e in failed)
