@@ -6,11 +6,17 @@ user+sys CPU seconds and the peak RSS of the command (rusage covers the command 
 descendants it waited for, so a wrapper's children count too; peak RSS is the largest of
 them, not a sum). Nothing here prints unless
 asked; nothing here is a test.
+
+`add_output_args()`, `work_dir()`, `redrawn()` and `finish()` are the flags and the ending the
+benchmarks with a chart share: where the work, the raw numbers and the chart go, and writing
+the numbers before drawing, so that a missing matplotlib costs only the chart.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import signal
 import statistics
@@ -18,13 +24,15 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
+
+RESULTS = Path(__file__).parent / "results"
 
 StdinSpec = str | Path | int | IO[bytes] | None
 StdoutSpec = str | Path | int | IO[bytes] | None
@@ -282,3 +290,43 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} GiB"
+
+
+Draw = Callable[[dict[str, Any], Path], None]
+
+
+def add_output_args(ap: argparse.ArgumentParser, stem: str) -> None:
+    """--work-dir, --out, --chart and --redraw; the numbers and the chart go to results/<stem>.json and .png."""
+    ap.add_argument("--work-dir", default=None)
+    ap.add_argument("--out", default=str(RESULTS / f"{stem}.json"))
+    ap.add_argument("--chart", default=str(RESULTS / f"{stem}.png"))
+    ap.add_argument("--redraw", action="store_true", help="only redraw --chart from the numbers in --out")
+
+
+def work_dir(args: argparse.Namespace, prefix: str) -> Path:
+    """--work-dir, or a fresh directory in /var/tmp (on disk, not a tmpfs: the data is large)."""
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def redrawn(args: argparse.Namespace, draw: Draw) -> bool:
+    """With --redraw, draw --chart from the numbers in --out and say so: the caller then measures nothing."""
+    if not args.redraw:
+        return False
+    draw(json.loads(Path(args.out).read_text()), Path(args.chart))
+    print(f"chart: {args.chart}")
+    return True
+
+
+def finish(args: argparse.Namespace, results: dict[str, Any], draw: Draw) -> None:
+    """Write the numbers to --out, then draw --chart: the numbers first, so that a run lacks at most its chart."""
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nraw numbers: {args.out}")
+    try:
+        draw(results, Path(args.chart))
+        print(f"chart: {args.chart}")
+    except ImportError:
+        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")

@@ -33,7 +33,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,8 @@ import yaml
 from backup_pipelines.core.crypto import generate_key_text
 from backup_pipelines.core.mysqld import MariaDBServer, free_port
 from backup_pipelines.core.verify import table_fingerprints
-from benchmarks._measure import system_busy
+from benchmarks._measure import add_output_args, finish, redrawn, system_busy, work_dir
 
-RESULTS = Path(__file__).parent / "results"
 CLI = [sys.executable, "-m", "backup_pipelines.cli"]
 
 
@@ -131,18 +129,12 @@ def main() -> None:
         action="store_true",
         help="skip mysqldump, re-import and our logical dumps; keep their figures from the previous --out",
     )
-    ap.add_argument("--work-dir", default=None)
-    ap.add_argument("--out", default=str(RESULTS / "physical_vs_logical.json"))
-    ap.add_argument("--chart", default=str(RESULTS / "physical_vs_logical.png"))
-    ap.add_argument("--redraw", action="store_true", help="only redraw --chart from the numbers in --out")
+    add_output_args(ap, "physical_vs_logical")
     args = ap.parse_args()
-    if args.redraw:
-        chart(json.loads(Path(args.out).read_text()), Path(args.chart))
-        print(f"chart: {args.chart}")
+    if redrawn(args, chart):
         return
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-", dir="/var/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, "bp-bench-")
     res: dict[str, Any] = {
         "size_mb_requested": args.size_mb,
         "incrementals": args.incrementals,
@@ -360,14 +352,7 @@ def main() -> None:
         ],
     ):
         print(f"{label:<50}{ours:>9.1f}{peer:>9.1f}{ratio:>15}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"\nraw numbers: {args.out}")
-    try:
-        chart(res, Path(args.chart))
-        print(f"chart: {args.chart}")
-    except ImportError:
-        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    finish(args, res, chart)
     shutil.rmtree(work, ignore_errors=True)
 
 

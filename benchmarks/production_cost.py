@@ -29,7 +29,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +39,9 @@ import yaml
 from backup_pipelines.core.crypto import generate_key_text
 from backup_pipelines.core.engines import parse_checkpoints
 from backup_pipelines.core.mysqld import MariaDBServer
-from benchmarks._measure import system_busy
+from benchmarks._measure import add_output_args, finish, redrawn, system_busy, work_dir
 from benchmarks.physical_vs_logical import _secret, shell
 
-RESULTS = Path(__file__).parent / "results"
 CLI = [sys.executable, "-m", "backup_pipelines.cli"]
 SYSBENCH_DIR = "/usr/share/sysbench"
 
@@ -157,20 +155,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gap", type=float, default=8.0, help="quiet seconds before each backup (its baseline)")
     ap.add_argument("--curve-rounds", type=int, default=1, help="rounds of the throttle settings (0: none)")
-    ap.add_argument("--work-dir", default=None)
-    ap.add_argument("--out", default=str(RESULTS / "production_cost.json"))
-    ap.add_argument("--chart", default=str(RESULTS / "production_cost.png"))
-    ap.add_argument("--redraw", action="store_true", help="only redraw --chart from the numbers in --out")
+    add_output_args(ap, "production_cost")
     args = ap.parse_args()
-    if args.redraw:
-        chart(json.loads(Path(args.out).read_text()), Path(args.chart))
-        print(f"chart: {args.chart}")
+    if redrawn(args, chart):
         return
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the server and the load
     cores = os.cpu_count() or 1
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-prodcost-", dir="/var/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, "bp-prodcost-")
     src = MariaDBServer(
         work / "src" / "data",
         work / "src" / "run",
@@ -376,14 +368,7 @@ def main() -> None:
         print("\nthrottle settings (hosts.bench.throttle):")
         for name, t in res["throttles"].items():
             print(f"  {name}: {t}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"\nraw numbers: {args.out}")
-    try:
-        chart(res, Path(args.chart))
-        print(f"chart: {args.chart}")
-    except ImportError:
-        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    finish(args, res, chart)
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)

@@ -34,7 +34,6 @@ import shlex
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,9 @@ from backup_pipelines.core.crypto import SCHEME, generate_key_text
 from backup_pipelines.core.mysqld import MariaDBServer, free_port
 from backup_pipelines.core.session import load_keyring
 from backup_pipelines.core.verify import table_fingerprints
+from benchmarks._measure import add_output_args, finish, redrawn, work_dir
 from benchmarks.physical_vs_logical import _secret, change, load, shell
 
-RESULTS = Path(__file__).parent / "results"
 CLI = [sys.executable, "-m", "backup_pipelines.cli"]
 MILESTONES = ("fetched", "prepared", "moved")
 
@@ -178,18 +177,12 @@ def main() -> None:
         action="store_true",
         help="the floor also checks each object's sha256 (tee to sha256sum) as ours does; default: it does not",
     )
-    ap.add_argument("--work-dir", default=None)
-    ap.add_argument("--out", default=str(RESULTS / "restore_floor.json"))
-    ap.add_argument("--chart", default=str(RESULTS / "restore_floor.png"))
-    ap.add_argument("--redraw", action="store_true", help="only redraw --chart from the numbers in --out")
+    add_output_args(ap, "restore_floor")
     args = ap.parse_args()
-    if args.redraw:
-        chart(json.loads(Path(args.out).read_text()), Path(args.chart))
-        print(f"chart: {args.chart}")
+    if redrawn(args, chart):
         return
 
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="bp-bench-restore-", dir="/var/tmp"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir(args, "bp-bench-restore-")
     res: dict[str, Any] = {
         "size_mb_requested": args.size_mb,
         "incrementals": args.incrementals,
@@ -390,14 +383,7 @@ def main() -> None:
         "restored datadirs have the source's table checksums: "
         + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["identical"].items())
     )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2))
-    print(f"\nraw numbers: {args.out}")
-    try:
-        chart(res, Path(args.chart))
-        print(f"chart: {args.chart}")
-    except ImportError:
-        print("no chart: matplotlib is not installed (pip install -e '.[bench]')")
+    finish(args, res, chart)
 
 
 def chart(res: dict[str, Any], path: Path) -> None:
