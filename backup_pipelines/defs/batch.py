@@ -54,6 +54,7 @@ from .checks import (
     rpo_limit,
 )
 from .execution import refuse_past_dated, retry_policy, run_json
+from .jobs import PHYSICAL_JOB
 from .keys import AS_OF_TAG, BASE, HOST_TAG, INCREMENTAL, POOL
 from .metadata import backup_metadata
 from .resources import BackupFleet
@@ -61,7 +62,6 @@ from .threaded_executor import threaded_executor
 
 BATCH_JOB = "physical_backup_batches"
 BATCH_TAG = "backup-pipelines/batch"  # what a batch run holds: "base" or "incremental" and its schedule
-PHYSICAL_JOB_NAME = "physical_backups"  # the per-host asset job (defs/jobs.py), also in flight
 IN_FLIGHT = [
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
@@ -117,7 +117,7 @@ def hosts_in_flight(instance: DagsterInstance, latest: dict[str, Any]) -> set[st
             record = latest.get(host)
             if record is None or record.run_id != run.run_id:
                 busy.add(host)
-    for run in instance.get_runs(RunsFilter(job_name=PHYSICAL_JOB_NAME, statuses=IN_FLIGHT)):
+    for run in instance.get_runs(RunsFilter(job_name=PHYSICAL_JOB, statuses=IN_FLIGHT)):
         host = run.tags.get(HOST_TAG) or run.tags.get("dagster/partition")
         if host:
             busy.add(host)
@@ -198,27 +198,23 @@ def build_batch_job(cfg: Config) -> JobDefinition:
         else:
             integrity = ("chain_restorable", *chain_restorable_of(fleet, host))
             fresh = (RPO_CHECK, *judge_age(record, rpo_limit(fleet.config, host)))
+
+        def evaluation(check: tuple[str, bool, dict[str, Any]], **severity: Any) -> AssetCheckEvaluation:
+            name, passed, meta = check
+            return AssetCheckEvaluation(
+                asset_key=key,
+                check_name=name,
+                passed=passed,
+                metadata=meta,
+                partition=host,
+                target_materialization_data=target,
+                **severity,
+            )
+
         # the freshness verdict is on the backup just written; the blocking check last, so a
         # failed catalog fails the step only after everything is recorded
-        yield AssetCheckEvaluation(
-            asset_key=key,
-            check_name=fresh[0],
-            passed=fresh[1],
-            metadata=fresh[2],
-            partition=host,
-            target_materialization_data=target,
-            severity=AssetCheckSeverity.WARN,
-        )
-        yield AssetCheckEvaluation(
-            asset_key=key,
-            check_name=integrity[0],
-            passed=integrity[1],
-            metadata=integrity[2],
-            partition=host,
-            target_materialization_data=target,
-            severity=AssetCheckSeverity.ERROR,
-            blocking=True,
-        )
+        yield evaluation(fresh, severity=AssetCheckSeverity.WARN)
+        yield evaluation(integrity, severity=AssetCheckSeverity.ERROR, blocking=True)
 
     @job(
         name=BATCH_JOB,
