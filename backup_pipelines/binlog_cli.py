@@ -115,10 +115,11 @@ def print_binlog_footer(s: Any, host: str) -> None:
 def restore_point(args: argparse.Namespace, s: Any, bar: Any) -> Any:
     """`restore --at/--gtid` by binlog replay where the host has archived binlogs; None otherwise."""
     from .core.binlog.index import has_binlogs
-    from .core.binlog.replay import restore_point as run
 
     if args.gtid is None and (args.at is None or not has_binlogs(s.catalog, args.host)):
         return None
+    from .core.binlog.replay import restore_point as run  # with pymysql: only when replaying
+
     return run(s, args.host, Path(args.target_datadir), at=args.at, gtid=args.gtid, progress=bar)
 
 

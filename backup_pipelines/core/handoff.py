@@ -6,6 +6,8 @@ thread, our chain compresses, encrypts, hashes and writes one chunk after the ot
 stall stops every stage, and on a busy machine the stalls add up. Handing the compressed
 chunks to a second thread through a short queue lets compression (zstd's workers release the
 GIL) overlap encryption, hashing and writing (AES-GCM, hashlib and file writes release it too).
+On restore the same boundary lets the sha256 of the stored bytes (in the reading thread)
+overlap their decryption and decompression.
 """
 
 from __future__ import annotations
@@ -52,11 +54,16 @@ class Handoff:
         self._queue.put(chunk)
         return len(chunk)
 
-    def finish(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
+    def drain(self) -> None:
+        """Wait until every queued chunk reached `downstream` (the thread ends); raise its error, if any."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
         if self._error is not None:
             raise self._error
+
+    def finish(self) -> None:
+        self.drain()
         self._down.finish()
 
     def close(self, timeout: float = 30) -> None:

@@ -23,6 +23,7 @@ from .catalog import BackupManifest, StoredObject
 from .codec import Buffer, Digest, Stage, decode_stages
 from .engines import SUCCESS_MARKER, PhysicalEngine, engine_named
 from .errors import BackupPipelinesError, ChainError, IntegrityError, RefusedError, ToolError, WrongKeyError
+from .handoff import Handoff
 from .process import PipeFeeder, Tool, describe, run
 from .session import Session
 
@@ -107,7 +108,10 @@ def fetch_object(
     obj = obj or m.objects[0]
     where = session.repo.describe(obj.key)
     guard = _Guard(decode_stages(m.codec, session.keyring, sink, what=f"object {where}"))
-    digest = Digest(guard)
+    # The checksum runs in the reading thread, decryption and decompression in one of their own
+    # behind it: on the critical path of a restore (the base) the two overlap.
+    handoff = Handoff(guard, name="decode")
+    digest = Digest(handoff)
 
     def feed(chunk: memoryview) -> None:
         digest.write(chunk)
@@ -116,8 +120,13 @@ def fetch_object(
 
     try:
         session.repo.read_into(obj.key, feed)
+        handoff.drain()
     except BackupPipelinesError as err:
+        handoff.close()
         err.host, err.backup_id = err.host or m.host, err.backup_id or m.id
+        raise
+    except BaseException:
+        handoff.close()
         raise
     if digest.size != obj.size or digest.sha256 != obj.sha256:
         raise IntegrityError(
@@ -259,7 +268,10 @@ def restore_chain(
             dirs = [work / f"{i:03d}-{m.kind}" for i, m in enumerate(chain)]
             # Fetch and extract every link concurrently; prepare each step as soon as the links it
             # reads are on disk, so preparing the base overlaps downloading the incrementals.
-            with ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(chain)), thread_name_prefix="fetch") as pool:
+            with (
+                ThreadPoolExecutor(max_workers=min(FETCH_WORKERS, len(chain)), thread_name_prefix="fetch") as pool,
+                ThreadPoolExecutor(max_workers=1, thread_name_prefix="cleanup") as cleaner,
+            ):
                 futures = [pool.submit(_extract, session, engine, m, d, tick) for m, d in zip(chain, dirs, strict=True)]
                 try:
                     t1 = t0
@@ -277,6 +289,8 @@ def restore_chain(
                             host=host,
                             backup_id=wanted.id,
                         )
+                        if 0 < step < len(dirs):  # an applied incremental is not read again: free its space now
+                            cleaner.submit(shutil.rmtree, dirs[step], ignore_errors=True)
                     for f in futures:  # an engine with fewer steps than links still has every link checked
                         f.result()
                 finally:

@@ -126,3 +126,34 @@ def test_backup_under_concurrent_transfers_keeps_the_invariant(source, make_conf
 
         with MariaDBServer(target, tmp_path / f"run2-{m.kind}", skip_grant_tables=True) as srv:
             assert srv.sql("SELECT SUM(balance) FROM shop.accounts")[0][0] == total
+
+
+def test_applied_incrementals_are_deleted_before_the_move_and_no_scratch_remains(
+    source, make_config, tmp_path, monkeypatch
+):
+    import backup_pipelines.core.restore as restore_mod
+
+    load_shop(source)
+    session = Session.open(make_config())
+    run_physical_backup(session, "db1", "full")
+    for step in (1, 2):
+        _changes(source, step)
+        run_physical_backup(session, "db1", "incremental")
+    expected = source.fingerprint()
+
+    seen: dict[str, list[str]] = {}
+    real_run = restore_mod.run
+
+    def spy(cmd, **kw):
+        if any(a == "--move-back" for a in cmd):
+            work = Path(next(a for a in cmd if a.startswith("--target-dir=")).split("=", 1)[1]).parent
+            seen["at_move"] = sorted(p.name for p in work.iterdir())
+        return real_run(cmd, **kw)
+
+    monkeypatch.setattr(restore_mod, "run", spy)
+    target = tmp_path / "restored"
+    res = restore_chain(session, "db1", target)
+    assert len(res.chain) == 3
+    assert seen["at_move"] == ["000-full"], "applied incrementals must be gone before the move"
+    assert [p.name for p in tmp_path.iterdir() if ".bp-restore-" in p.name] == []
+    assert fingerprint_datadir(target, tmp_path / "run") == expected

@@ -1,4 +1,4 @@
-"""The handoff between compression and the store thread: order kept, errors surface, abort drops."""
+"""The handoff between two stages: order kept, errors surface, drain waits, abort drops."""
 
 from __future__ import annotations
 
@@ -64,3 +64,22 @@ def test_close_drops_what_is_queued_and_releases_a_blocked_producer():
     gate.set()
     h.close()
     assert not sink.finished and len(sink.chunks) <= DEPTH
+
+
+def test_drain_delivers_everything_without_finishing_and_raises_what_downstream_hit():
+    sink = Collect()
+    h = Handoff(sink, name="decode")
+    for i in range(3 * DEPTH):
+        h.write(bytes([i]))
+    h.drain()
+    assert len(sink.chunks) == 3 * DEPTH and not sink.finished and sink.threads == {"decode"}
+    h.finish()  # after a drain, finish only finishes downstream
+    assert sink.finished
+
+    failing = Collect(fail_at=1)
+    h = Handoff(failing)
+    h.write(b"a")
+    h.write(b"b")
+    with pytest.raises(StorageError, match="disk full"):
+        h.drain()
+    assert not failing.finished

@@ -160,7 +160,8 @@ class PhysicalEngine(ABC):
         """The whole prepare sequence: base, then each incremental in order.
 
         Step i reads link i of the chain (0 the base) and steps past the last link read the
-        whole chain: restore awaits exactly those extractions before running a step.
+        whole chain: restore awaits exactly those extractions before running a step. No step
+        after step i reads incremental link i again: restore deletes it once step i is done.
         """
 
     def copy_back_command(self, prepared_dir: Path, datadir: Path, scratch_dir: Path) -> list[str]:
