@@ -2,8 +2,11 @@
 
     python -m benchmarks.stream_peers [--size-gib 1] [--rounds 3] [--quick]
 
-One run, interleaved (ours, s5cmd, aws, boto3, ours, s5cmd, ...), against one moto server
-started here in its own process on 127.0.0.1, with the same bytes for everybody:
+One run, interleaved, the order rotated every round (ours, s5cmd, aws, boto3; then s5cmd,
+aws, boto3, ours; ...), against moto in its own process on 127.0.0.1, a freshly started one
+for each tool's put + get of each data set, so nobody inherits another's memory growth
+(moto keeps every object in memory, and its peak RSS reached 10 GiB in one shared run) or its
+backlog of disk writes (moto's spooled files go to a tmpfs), with the same bytes for everybody:
   random    --size-gib of os.urandom bytes (incompressible), written once to a file;
   xbstream  the same number of bytes of real `mariabackup --backup --stream=xbstream` output
             of a throwaway MariaDB loaded with generated rows (cut at exactly that size).
@@ -204,7 +207,7 @@ def bench_env() -> dict[str, str]:
 
 
 class MotoServer(MotoS3Server):
-    """The shared moto server (tests/fixtures/moto_server.py) in its own process, measured."""
+    """The moto server (tests/fixtures/moto_server.py) in its own process, measured."""
 
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
         super().__init__(own_process=True, log_path=log_path, env=env)
@@ -432,6 +435,16 @@ class Bench:
         self.admin = admin
         self.env = env
         self.timeout = timeout
+        self.moto_peak_rss = 0
+
+    def fresh_server(self) -> None:
+        """Replace moto with a newly started, empty one (same log, same environment)."""
+        self.moto_peak_rss = max(self.moto_peak_rss, self.server.peak_rss())
+        self.server.stop()
+        assert self.server.log_path is not None and self.server.env is not None
+        self.server = MotoServer(self.server.log_path, self.server.env).start()
+        self.admin = Admin(self.server.endpoint, self.env)
+        self.admin.create_bucket()
 
     def one(
         self,
@@ -487,7 +500,8 @@ def run_rounds(
     for path in datasets.values():
         warm(path)
     for r in range(1, rounds + 1):
-        for tool in TOOLS:
+        order = TOOLS[(r - 1) % len(TOOLS) :] + TOOLS[: (r - 1) % len(TOOLS)]  # nobody always goes first
+        for tool in order:
             key = f"startup/{tool}/r{r}"
             for direction in DIRECTIONS:
                 startup.append(bench.one(tool, direction, key, "1KiB", r, small.stat().st_size, source=small))
@@ -495,7 +509,8 @@ def run_rounds(
         log(f"  start-up r{r}: " + "  ".join(f"{s.tool} {s.direction} {s.m.cpu:.2f}s" for s in startup if s.round == r))
         for name, path in datasets.items():
             size = path.stat().st_size
-            for tool in TOOLS:
+            for tool in order:
+                bench.fresh_server()
                 key = f"{name}/{tool}/r{r}"
                 for direction in DIRECTIONS:
                     s = bench.one(tool, direction, key, name, r, size, source=path)
@@ -505,7 +520,6 @@ def run_rounds(
                             raise SystemExit(f"{tool} put stored {stored} bytes of {size}")
                     samples.append(s)
                     log(_line(s))
-                bench.admin.clear(f"{name}/{tool}/")  # moto keeps objects in memory
     return samples, startup
 
 
@@ -863,7 +877,12 @@ def main() -> None:
         small = work / "small.bin"
         make_random(small, 1024)
 
-        server = MotoServer(work / "moto.log", env).start()
+        # moto's spooled object files on a tmpfs: its disk writeback is not any client's cost
+        moto_tmp = Path(
+            tempfile.mkdtemp(prefix="stream-peers-moto-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        )
+        server = MotoServer(work / "moto.log", {**env, "TMPDIR": str(moto_tmp)}).start()
+        bench: Bench | None = None
         try:
             log(f"moto_server pid {server.pid} on {server.endpoint}")
             admin = Admin(server.endpoint, env)
@@ -878,9 +897,10 @@ def main() -> None:
             if rss_sizes:
                 log("ours: put peak RSS against stream length")
                 rss = rss_scaling(bench, rss_sizes, log)
-            moto_peak = server.peak_rss()
+            moto_peak = max(bench.moto_peak_rss, bench.server.peak_rss())
         finally:
-            server.stop()
+            (bench.server if bench is not None else server).stop()
+            shutil.rmtree(moto_tmp, ignore_errors=True)
 
     summary = summarize(samples, startup)
     boot = startup_summary(startup)
@@ -938,7 +958,8 @@ def main() -> None:
             "bytes_per_dataset": size,
             "rounds": args.rounds,
             "datasets": list(datasets),
-            "order": "interleaved per round: " + ", ".join(TOOLS),
+            "order": "interleaved, rotated every round (round 1: " + ", ".join(TOOLS) + "); a fresh moto "
+            "(spool files on a tmpfs) for each tool's put + get of each data set",
             "ours_defaults": {"part_size": OURS_DEFAULT_PART_SIZE, "concurrency": OURS_DEFAULT_CONCURRENCY},
             "commands": {
                 t: {d: tools.command(t, d, f"s3://{BUCKET}/KEY", "ENDPOINT") for d in DIRECTIONS} for t in TOOLS
