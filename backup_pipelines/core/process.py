@@ -41,6 +41,19 @@ def describe(cmd: list[str]) -> str:
     return shlex.join(cmd)
 
 
+def killable(cmd: list[str]) -> list[str]:
+    """`cmd`, run so that SIGTERM reaches it even where this process ignores SIGTERM.
+
+    An ignored signal stays ignored across exec, and Dagster's run worker maps SIGTERM to
+    whatever SIGINT does (for Kubernetes): started in the background from a shell, where SIGINT
+    is ignored, it ignores SIGTERM too, and every tool it starts would then outlive kill_group's
+    SIGTERM until the SIGKILL after the grace. coreutils' `env --default-signal` resets it.
+    """
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        return ["env", "--default-signal=TERM", *cmd]
+    return cmd
+
+
 def kill_group(proc: subprocess.Popen[Any], *, grace: float = 10.0) -> None:
     """SIGTERM the child's process group (it was started in its own session), SIGKILL after `grace`.
 
@@ -98,7 +111,7 @@ class Tool:
         log.debug("running %s", describe(cmd))
         try:
             self.proc = subprocess.Popen(
-                cmd,
+                killable(cmd),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=self._err,
@@ -240,7 +253,7 @@ def capture(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
             proc = subprocess.Popen(
-                cmd,
+                killable(cmd),
                 stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -38,7 +38,7 @@ from .errors import (
     VerificationFailed,
     tail,
 )
-from .process import kill_group
+from .process import kill_group, killable
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Worker(ABC):
         log.info("on %s: backup-pipelines %s", self.describe(), shlex.join(cli_args))
         try:
             proc = subprocess.Popen(
-                argv,
+                killable(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,

@@ -131,3 +131,22 @@ def test_sigterm_stops_the_cli_and_the_tools_it_runs(s3_server, tmp_path):
     assert cli.returncode == 143, err
     assert b"terminated (SIGTERM)" in err and b"Traceback" not in err
     assert _gone_within(f"^sleep {secs}$", 3), "the producer outlived the CLI"
+
+
+def test_tools_are_killable_where_this_process_ignores_sigterm(tmp_path):
+    """Dagster maps SIGTERM to SIGINT's disposition: run from a background shell, both are ignored,
+    and an ignored signal survives exec. Our tools must still die on kill_group's SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ToolError, match=r"did not finish within 1s"):
+            run(["sleep", "30"], what="preparing", host="db1", timeout=1)
+        assert time.monotonic() - t0 < 5, "SIGTERM was ignored: the tool waited for the SIGKILL grace"
+        hung = f"{sys.executable} -c 'import time; time.sleep(30)'"
+        worker = LocalWorker("db1", tmp_path / "config.yaml", LocalTransport(command=hung))
+        t0 = time.monotonic()
+        with pytest.raises(TransportError, match="did not finish within 1s"):
+            worker.run_json(["list"], timeout=1)
+        assert time.monotonic() - t0 < 5
+    finally:
+        signal.signal(signal.SIGTERM, previous)

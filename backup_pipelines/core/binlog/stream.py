@@ -29,6 +29,7 @@ from ..credentials import defaults_extra_file
 from ..dumps import connect
 from ..errors import tail
 from ..locks import host_lock
+from ..process import killable
 from ..session import Session
 from .events import STOP, complete_end, events, identity, rotate_target
 from .index import BinlogIndex, file_number
@@ -157,7 +158,11 @@ class Streamer:
                 ]
                 err = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
                 proc = subprocess.Popen(
-                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent
+                    killable(cmd),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=err,
+                    preexec_fn=_die_with_parent,
                 )
                 log.info("streaming binlogs of %s from %s", self.host, start)
                 try:
