@@ -159,7 +159,8 @@ def plain_copy(config: Path, obj: Path, dest: Path) -> dict[str, Any]:
 def ctr_copy(plain: Path, key: Path) -> dict[str, Any]:
     """The same-work floor's input: the plain copy encrypted by openssl, and the sha256 of that."""
     dest = plain.with_suffix(".ctr")
-    subprocess.run(f"{OPENSSL_CTR} -pass file:{shlex.quote(str(key))} < {plain} > {dest}", shell=True, check=True)
+    q = shlex.quote
+    subprocess.run(f"{OPENSSL_CTR} -pass file:{q(str(key))} < {q(str(plain))} > {q(str(dest))}", shell=True, check=True)
     digest = hashlib.sha256()
     with dest.open("rb") as f:
         while chunk := f.read(1 << 20):
@@ -291,8 +292,8 @@ def main() -> None:
         "ours": "backup-pipelines -c CONFIG restore --host bench --target-datadir DIR --json",
         "floor-all": f"every link at once: {plain}",
         "floor-2": f"the base, and beside it the incrementals one after another (our schedule): {plain}",
-        "same-work": "our schedule: tee FIFO < OBJ.ctr | openssl enc -d -aes-256-ctr -bufsize 1048576 -pbkdf2 "
-        f"-iter 1 -pass file:KEY | zstd -dcq | {mbx} with openssl dgst -sha256 < FIFO (= the copy's); {prepare}",
+        "same-work": f"our schedule: tee FIFO < OBJ.ctr | {OPENSSL_CTR} -d -pass file:KEY | zstd -dcq | {mbx} "
+        f"with openssl dgst -sha256 < FIFO (= the copy's); {prepare}",
     }
     rows: dict[str, list[dict[str, Any]]] = {"ours": [], **{k: [] for k in floors}}
     res["identical"] = {}

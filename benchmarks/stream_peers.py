@@ -4,9 +4,9 @@
 
 One run, interleaved, the order rotated every round (ours, s5cmd, aws, boto3; then s5cmd,
 aws, boto3, ours; ...), against moto in its own process on 127.0.0.1, a freshly started one
-for each tool's put + get of each data set, so nobody inherits another's memory growth
-(moto keeps every object in memory, and its peak RSS reached 10 GiB in one shared run) or its
-backlog of disk writes (moto's spooled files go to a tmpfs), with the same bytes for everybody:
+for each tool's put + get of each data set, so nobody pays for another's clean-up (moto
+re-faulting the memory of deleted objects) or its backlog of disk writes (moto's spooled
+files go to a tmpfs), with the same bytes for everybody:
   random    --size-gib of os.urandom bytes (incompressible), written once to a file;
   xbstream  the same number of bytes of real `mariabackup --backup --stream=xbstream` output
             of a throwaway MariaDB loaded with generated rows (cut at exactly that size).

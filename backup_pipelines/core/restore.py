@@ -121,12 +121,10 @@ def fetch_object(
     try:
         session.repo.read_into(obj.key, feed)
         handoff.drain()
-    except BackupPipelinesError as err:
+    except BaseException as err:
         handoff.close()
-        err.host, err.backup_id = err.host or m.host, err.backup_id or m.id
-        raise
-    except BaseException:
-        handoff.close()
+        if isinstance(err, BackupPipelinesError):
+            err.host, err.backup_id = err.host or m.host, err.backup_id or m.id
         raise
     if digest.size != obj.size or digest.sha256 != obj.sha256:
         raise IntegrityError(
